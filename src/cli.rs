@@ -1,0 +1,191 @@
+//! The command line. Every flag can also be set through the environment variable named in
+//! its help, so the same binary is configured the same way in a Deployment, a Job or a shell.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// baas — Backup as a Service for Kubernetes, with restic and S3.
+#[derive(Parser, Debug)]
+#[command(name = "baas", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "BAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, for example `info` or `baas=debug,kube=info`.
+    #[arg(long, env = "BAAS_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The subcommands of `baas`.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the admission webhook and the reconciler (the normal deployment).
+    Operator(OperatorArgs),
+    /// Run the admission webhook alone.
+    Webhook(WebhookArgs),
+    /// Check manifests offline with the webhook's rules, defaults first, as the API server does.
+    Validate(ValidateArgs),
+    /// Run one operation inside a Job (started by the operator, not by hand).
+    Agent(AgentArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+}
+
+/// Where and how the HTTPS server of the webhook listens.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address the HTTPS server listens on (webhook, health and metrics).
+    #[arg(long, env = "BAAS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM file with the serving certificate chain; re-read when it changes.
+    #[arg(long, env = "BAAS_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM file with the serving private key; re-read when it changes.
+    #[arg(long, env = "BAAS_TLS_KEY")]
+    pub tls_key: PathBuf,
+}
+
+/// `baas webhook`.
+#[derive(Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// Listener and TLS material.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Run without an API server: Secret and PVC lookups are skipped.
+    #[arg(long, env = "BAAS_OFFLINE")]
+    pub offline: bool,
+}
+
+/// `baas operator`.
+#[derive(Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Listener and TLS material of the webhook.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Container image the Jobs run `baas agent` from (the operator's own image).
+    #[arg(
+        long,
+        env = "BAAS_AGENT_IMAGE",
+        default_value = "ghcr.io/appuio/baas:latest"
+    )]
+    pub agent_image: String,
+    /// Take part in leader election so that only one replica reconciles at a time.
+    #[arg(long, env = "BAAS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "BAAS_LEASE_NAMESPACE", default_value = "baas-system")]
+    pub lease_namespace: String,
+    /// Identity of this replica in leader election (the pod name in a Deployment).
+    #[arg(long, env = "BAAS_POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+/// `baas validate`.
+#[derive(Args, Debug, Clone)]
+pub struct ValidateArgs {
+    /// Manifest file, directory (searched for *.yaml, *.yml, *.json) or `-` for stdin; may
+    /// be given several times.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "BAAS_VALIDATE_FILES",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub files: Vec<PathBuf>,
+}
+
+/// `baas agent`: settings the operator passes to the Job through its environment.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The operation to run.
+    #[command(subcommand)]
+    pub op: AgentOp,
+    /// restic repository, `s3:<endpoint>/<bucket>`.
+    #[arg(long, env = "RESTIC_REPOSITORY", global = true)]
+    pub repository: Option<String>,
+    /// Namespace of the run; used as restic's host name.
+    #[arg(long, env = "BAAS_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+    /// Name of the run object (Backup, Check, Prune or Restore).
+    #[arg(long, env = "BAAS_RUN_NAME", global = true)]
+    pub run_name: Option<String>,
+    /// Prometheus Pushgateway that receives the run's metrics.
+    #[arg(long, env = "BAAS_PROM_URL", global = true)]
+    pub prom_url: Option<String>,
+    /// Directory that holds one subdirectory per mounted PVC.
+    #[arg(long, env = "BAAS_DATA_DIR", default_value = "/data", global = true)]
+    pub data_dir: PathBuf,
+    /// The restic binary.
+    #[arg(long, env = "BAAS_RESTIC", default_value = "restic", global = true)]
+    pub restic: PathBuf,
+    /// Where the run report goes (the container's termination message).
+    #[arg(
+        long,
+        env = "BAAS_REPORT_FILE",
+        default_value = "/dev/termination-log",
+        global = true
+    )]
+    pub report_file: PathBuf,
+}
+
+/// The operations of `baas agent`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AgentOp {
+    /// Back up every directory under the data directory and every backup command.
+    Backup {
+        /// Backup commands as JSON: `[{"pod": "...", "container": "...", "command": "..."}]`.
+        #[arg(long, env = "BAAS_BACKUP_COMMANDS")]
+        backup_commands: Option<String>,
+    },
+    /// Verify the repository with `restic check`.
+    Check,
+    /// Remove snapshots the retention does not keep, then prune unused data.
+    Prune {
+        /// The retention as JSON, in the CRD's field names (`{"keepLast": 5}`).
+        #[arg(long, env = "BAAS_RETENTION")]
+        retention: String,
+    },
+    /// Restore a snapshot into a directory or to S3 as a `.tar.gz` object.
+    Restore {
+        /// Snapshot ID or unique prefix; default the newest of the namespace holding `path`.
+        #[arg(long, env = "BAAS_SNAPSHOT")]
+        snapshot: Option<String>,
+        /// Part of the snapshot to restore.
+        #[arg(long, env = "BAAS_RESTORE_PATH")]
+        path: Option<String>,
+        /// Directory the target PVC is mounted at (PVC restores).
+        #[arg(long, env = "BAAS_RESTORE_DIR")]
+        target_dir: Option<PathBuf>,
+        /// S3 endpoint that receives the archive (S3 restores).
+        #[arg(long, env = "BAAS_RESTORE_S3_ENDPOINT")]
+        s3_endpoint: Option<String>,
+        /// Bucket that receives the archive (S3 restores).
+        #[arg(long, env = "BAAS_RESTORE_S3_BUCKET")]
+        s3_bucket: Option<String>,
+        /// Access key ID for the archive's bucket.
+        #[arg(long, env = "BAAS_RESTORE_S3_ACCESS_KEY_ID", hide_env_values = true)]
+        s3_access_key_id: Option<String>,
+        /// Secret access key for the archive's bucket.
+        #[arg(
+            long,
+            env = "BAAS_RESTORE_S3_SECRET_ACCESS_KEY",
+            hide_env_values = true
+        )]
+        s3_secret_access_key: Option<String>,
+    },
+}

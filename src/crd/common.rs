@@ -1,0 +1,229 @@
+//! Types shared by several kinds: the repository backend, retention, restore targets and the
+//! status every run kind reports.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reference to one key of a Secret in the object's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace as this object.
+    pub name: String,
+    /// Key inside the Secret's data whose value is used.
+    pub key: String,
+}
+
+/// Where the restic repository lives and how to open it. The repository is
+/// `s3:<endpoint>/<bucket>` and stays a plain restic repository, so `restic snapshots` and
+/// `restic mount` work on it directly.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// Secret key holding the restic repository password (the encryption key of every
+    /// snapshot: keep a copy outside the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_password_secret_ref: Option<SecretKeyRef>,
+    /// The S3 bucket that holds the repository.
+    pub s3: S3Spec,
+}
+
+/// An S3 bucket holding a restic repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// Absolute http(s) URL of the S3 server, for example `https://objects.example.com`.
+    pub endpoint: String,
+    /// Name of the bucket; restic creates it when the repository is initialised.
+    pub bucket: String,
+    /// Secret key holding the S3 access key ID.
+    #[serde(rename = "accessKeyIDSecretRef")]
+    pub access_key_id_secret_ref: SecretKeyRef,
+    /// Secret key holding the S3 secret access key.
+    pub secret_access_key_secret_ref: SecretKeyRef,
+    /// Deprecated place of the repository password, accepted for older manifests: the
+    /// admission webhook moves it to `spec.backend.repoPasswordSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Which snapshots `restic forget --prune` keeps. A snapshot is kept when any rule keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep the newest N snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<i64>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest snapshot of each of the last N weeks that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<i64>,
+    /// Keep every snapshot that carries one of these restic tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_tags: Option<Vec<String>>,
+}
+
+/// Where a Restore writes the snapshot: exactly one of `s3` or `pvc`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreMethod {
+    /// Upload the restored files as one `.tar.gz` object into this bucket (self-service
+    /// download of one backup state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+    /// Write the restored files into this PersistentVolumeClaim (disaster recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcTarget>,
+}
+
+/// An S3 bucket that receives a restore archive.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    /// Absolute http(s) URL of the S3 server.
+    pub endpoint: String,
+    /// Name of the bucket that receives the archive; it must exist.
+    pub bucket: String,
+    /// Secret key holding the S3 access key ID.
+    #[serde(rename = "accessKeyIDSecretRef")]
+    pub access_key_id_secret_ref: SecretKeyRef,
+    /// Secret key holding the S3 secret access key.
+    pub secret_access_key_secret_ref: SecretKeyRef,
+}
+
+/// A PersistentVolumeClaim that receives restored files.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcTarget {
+    /// Name of an existing, writable PersistentVolumeClaim in this namespace.
+    pub claim_name: String,
+}
+
+/// Where a run stands. Every run ends in `Succeeded`, `PartiallySucceeded` or `Failed`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RunState {
+    /// Waiting for its Job to start (or for an exclusive operation on the repository).
+    Pending,
+    /// Its Job is running.
+    Running,
+    /// Finished and everything was saved, checked, pruned or restored.
+    Succeeded,
+    /// A snapshot was written, but some files or backup commands could not be read.
+    PartiallySucceeded,
+    /// Finished without doing its work; `message` says why.
+    Failed,
+}
+
+impl RunState {
+    /// Whether the run has ended and will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::PartiallySucceeded | RunState::Failed
+        )
+    }
+}
+
+/// restic's summary of a run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Files new since the parent snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_new: Option<u64>,
+    /// Files changed since the parent snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_changed: Option<u64>,
+    /// Files unchanged since the parent snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_unmodified: Option<u64>,
+    /// All files read (backup) or written (restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_files: Option<u64>,
+    /// All bytes read (backup) or written (restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    /// Bytes added to the repository after deduplication and compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_added: Option<u64>,
+    /// Snapshots removed by a prune.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots_removed: Option<u64>,
+    /// Snapshots kept by a prune.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots_kept: Option<u64>,
+}
+
+/// The status every run kind (Backup, Check, Prune, Restore) reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions: `Ready` (the run has ended; reason says how) and `Running`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Where the run stands: Pending, Running, Succeeded, PartiallySucceeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RunState>,
+    /// Names of the Jobs that execute this run (a backup needs one Job per node that holds
+    /// a ReadWriteOnce volume in use).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
+    /// When the Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Full ID of the snapshot written by a backup (the first, when it wrote several) or read
+    /// by a restore.
+    #[serde(
+        default,
+        rename = "snapshotID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub snapshot_id: Option<String>,
+    /// Every snapshot the run wrote: one per Job for volumes and one per backup command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotRef>,
+    /// restic's summary: files and bytes, summed over all snapshots of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Wall-clock duration of the work in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// Where a restore put the data (`s3://bucket/object` or `pvc/<claimName>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_to: Option<String>,
+    /// Problems met during the run, one line each (unreadable files, failed backup commands).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Human-readable outcome of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One snapshot written by a run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRef {
+    /// Full restic snapshot ID.
+    pub id: String,
+    /// Paths inside the snapshot: `/data/<pvcname>` for volumes,
+    /// `/<namespace>-<pod>-<container>` for backup commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}

@@ -1,0 +1,70 @@
+//! `Restore`: one restore of a snapshot.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Backend, RestoreMethod, RunStatus};
+
+/// One restore of a snapshot, as a .tar.gz object in S3 or into a PVC
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "backup.appuio.ch",
+    version = "v1alpha1",
+    kind = "Restore",
+    namespaced,
+    status = "RunStatus",
+    category = "baas",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "One restore of a snapshot, as a .tar.gz object in S3 or into a PVC",
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "Pending, Running, Succeeded, PartiallySucceeded or Failed"
+    ),
+    printcolumn(
+        name = "Snapshot",
+        type_ = "string",
+        json_path = ".status.snapshotID",
+        description = "Snapshot that was restored"
+    ),
+    printcolumn(name = "Started", type_ = "date", json_path = ".status.startedAt"),
+    printcolumn(
+        name = "Finished",
+        type_ = "date",
+        json_path = ".status.finishedAt",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// The repository this run works on.
+    pub backend: Backend,
+    /// Where the restored files go: exactly one of `s3` or `pvc`.
+    pub restore_method: RestoreMethod,
+    /// Snapshot ID or unique ID prefix to restore. Default: the newest snapshot of this
+    /// namespace that holds `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Part of the snapshot to restore, for example `/data/mypvc`; its contents become the root
+    /// of the target. Default for a PVC target: `/data/<claimName>` when the snapshot has it,
+    /// else the whole snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// URL of a Prometheus Pushgateway that receives the metrics of this run.
+    #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    pub prom_url: Option<String>,
+}

@@ -1,0 +1,165 @@
+//! `Schedule`: recurring backup, check and prune of one repository.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Backend, Retention};
+
+/// Recurring backup, check and prune of one restic repository. At each cron tick the operator
+/// creates a Backup, Check or Prune object owned by this Schedule.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "backup.appuio.ch",
+    version = "v1alpha1",
+    kind = "Schedule",
+    namespaced,
+    status = "ScheduleStatus",
+    shortname = "sched",
+    category = "baas",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Recurring backup, check and prune of one restic repository in S3",
+    printcolumn(
+        name = "Backup",
+        type_ = "string",
+        json_path = ".spec.backup.schedule",
+        description = "Cron schedule of backups (UTC)"
+    ),
+    printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.backup.lastRun",
+        description = "When the last backup was started"
+    ),
+    printcolumn(
+        name = "Next Backup",
+        type_ = "string",
+        json_path = ".status.backup.nextRun",
+        description = "When the next backup starts"
+    ),
+    printcolumn(
+        name = "Last State",
+        type_ = "string",
+        json_path = ".status.backup.lastState",
+        description = "How the last finished backup ended"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// The repository that backups go to and that check and prune work on.
+    pub backend: Backend,
+    /// When to back up every PVC and backup command of the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSchedule>,
+    /// When to verify the repository with `restic check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSchedule>,
+    /// When to remove old snapshots with `restic forget --prune`. Without it snapshots pile up
+    /// forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSchedule>,
+    /// Stop creating runs while true; runs already started go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+}
+
+/// The backup part of a Schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSchedule {
+    /// Standard 5-field cron expression in UTC (`0 1 * * *`) or a macro such as `@daily`.
+    pub schedule: String,
+    /// How many finished Backup objects (and their Jobs) to keep; older ones are deleted.
+    /// Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_jobs: Option<i32>,
+    /// URL of a Prometheus Pushgateway that receives the metrics of every backup.
+    #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    pub prom_url: Option<String>,
+}
+
+/// The check part of a Schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckSchedule {
+    /// Standard 5-field cron expression in UTC or a macro such as `@weekly`.
+    pub schedule: String,
+    /// How many finished Check objects (and their Jobs) to keep. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_jobs: Option<i32>,
+    /// URL of a Prometheus Pushgateway that receives the metrics of every check.
+    #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    pub prom_url: Option<String>,
+}
+
+/// The prune part of a Schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneSchedule {
+    /// Standard 5-field cron expression in UTC or a macro such as `@daily`.
+    pub schedule: String,
+    /// How many finished Prune objects (and their Jobs) to keep. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_jobs: Option<i32>,
+    /// Which snapshots to keep. Default `{keepLast: 5, keepDaily: 14}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// URL of a Prometheus Pushgateway that receives the metrics of every prune.
+    #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    pub prom_url: Option<String>,
+}
+
+/// What the operator knows about a Schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions; `Ready` is true while the Schedule's crons are valid and runs are
+    /// being created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Backups of this Schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<OperationStatus>,
+    /// Checks of this Schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<OperationStatus>,
+    /// Prunes of this Schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<OperationStatus>,
+}
+
+/// Last and next run of one operation of a Schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    /// The cron tick of the last run that was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<Time>,
+    /// Name of the run object created for the last tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_name: Option<String>,
+    /// How the last finished run ended (Succeeded, PartiallySucceeded or Failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<String>,
+    /// When the last successful run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Time>,
+    /// The next cron tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<Time>,
+}

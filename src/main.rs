@@ -1,0 +1,41 @@
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use baas::cli::{Cli, Command, LogFormat};
+
+fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&cli.log).with_context(|| format!("--log {:?}", cli.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli)?;
+    match cli.command {
+        Command::Operator(args) => baas::controller::run_operator(args).await?,
+        Command::Webhook(args) => baas::webhook::run_webhook(args).await?,
+        Command::Validate(args) => {
+            let admitted = baas::webhook::run_validate(args).await?;
+            if !admitted {
+                std::process::exit(1);
+            }
+        }
+        Command::Agent(args) => {
+            let code = baas::agent::run(args).await?;
+            std::process::exit(code);
+        }
+        Command::Crds => print!("{}", baas::crd::crds_yaml().context("rendering the CRDs")?),
+    }
+    Ok(())
+}

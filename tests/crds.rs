@@ -1,0 +1,113 @@
+//! The generated CRDs: `manifests/crds.yaml` must be exactly what `baas crds` prints, and every
+//! example manifest must pass its kind's schema.
+
+use std::path::Path;
+
+use baas::crd::{crds_yaml, schema_problems};
+
+fn load_yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("example is readable");
+    let mut documents = Vec::new();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let value: serde_json::Value =
+            serde::Deserialize::deserialize(document).expect("example is valid YAML");
+        if !value.is_null() {
+            documents.push(value);
+        }
+    }
+    documents
+}
+
+#[test]
+fn crds_yaml_has_not_drifted_from_the_types() {
+    let generated = crds_yaml().expect("CRDs render");
+    let committed = std::fs::read_to_string("manifests/crds.yaml").unwrap_or_default();
+    assert!(
+        generated == committed,
+        "manifests/crds.yaml differs from the Rust types; regenerate it with\n    cargo run -- crds > manifests/crds.yaml"
+    );
+}
+
+#[test]
+fn every_example_passes_its_schema() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir("manifests/examples").expect("examples folder") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        for object in load_yaml_documents(&path) {
+            if object["apiVersion"] != "backup.appuio.ch/v1alpha1" {
+                continue;
+            }
+            let problems = schema_problems(&object);
+            assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 7,
+        "expected the seed's two examples and one per kind, saw {seen}"
+    );
+}
+
+#[test]
+fn seed_examples_are_present_verbatim() {
+    let schedule = load_yaml_documents(Path::new("manifests/examples/schedule-seed.yaml"));
+    assert_eq!(schedule[0]["spec"]["backup"]["schedule"], " 0 1 * * *");
+    let restore = load_yaml_documents(Path::new("manifests/examples/restore-seed.yaml"));
+    assert_eq!(
+        restore[0]["spec"]["backend"]["s3"]["repoPasswordSecretRef"]["name"],
+        "backup-repo"
+    );
+}
+
+fn seed_schedule() -> serde_json::Value {
+    load_yaml_documents(Path::new("manifests/examples/schedule-seed.yaml")).remove(0)
+}
+
+#[test]
+fn misspelled_field_fails_the_schema_naming_the_field() {
+    let mut schedule = seed_schedule();
+    schedule["spec"]["backup"]["keepJob"] = 3.into();
+    let problems = schema_problems(&schedule);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("spec.backup: "), "{problems:?}");
+    assert!(problems[0].contains("keepJob"), "{problems:?}");
+}
+
+#[test]
+fn string_where_a_number_belongs_fails_the_schema_naming_the_field() {
+    let mut schedule = seed_schedule();
+    schedule["spec"]["prune"]["retention"]["keepLast"] = "five".into();
+    let problems = schema_problems(&schedule);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("spec.prune.retention.keepLast: "),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn missing_required_field_fails_the_schema() {
+    let mut schedule = seed_schedule();
+    schedule["spec"]["backend"]["s3"]
+        .as_object_mut()
+        .expect("s3 is an object")
+        .remove("bucket");
+    let problems = schema_problems(&schedule);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("spec.backend.s3: ") && p.contains("bucket")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn unknown_kind_is_reported() {
+    let mut schedule = seed_schedule();
+    schedule["kind"] = "Snapshot".into();
+    let problems = schema_problems(&schedule);
+    assert!(problems[0].starts_with("kind: "), "{problems:?}");
+}
