@@ -132,3 +132,22 @@ pub fn schema_problems(object: &serde_json::Value) -> Vec<String> {
         })
         .collect()
 }
+
+/// On a PVC, `"false"` excludes it from backups.
+pub const ANNOTATION_BACKUP: &str = "appuio.ch/backup";
+/// On a pod, a shell command whose stdout is streamed into the backup.
+pub const ANNOTATION_BACKUP_COMMAND: &str = "appuio.ch/backupcommand";
+/// On a pod, the container the backup command runs in (default: the first).
+pub const ANNOTATION_BACKUP_COMMAND_CONTAINER: &str = "appuio.ch/backupcommand-container";
+
+/// Finished runs kept per Schedule and operation when `keepJobs` is absent.
+pub const DEFAULT_KEEP_JOBS: i32 = 10;
+
+/// The retention used where a Schedule's prune or a Prune leaves it out or empty.
+pub fn default_retention() -> Retention {
+    Retention {
+        keep_last: Some(5),
+        keep_daily: Some(14),
+        ..Retention::default()
+    }
+}

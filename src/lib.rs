@@ -9,6 +9,7 @@ pub mod agent;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod cron;
 pub mod error;
 pub mod report;
 pub mod webhook;
