@@ -55,10 +55,11 @@ type Agent struct {
 	nodes     map[string]int // node name -> kubelet port
 	ca        []byte
 
-	mu      sync.Mutex
-	workers map[types.UID]*podWorker
-	binding map[types.UID]bool
-	deleted map[types.UID]bool // pods we already asked to delete (grace 0)
+	mu       sync.Mutex
+	workers  map[types.UID]*podWorker
+	binding  map[types.UID]bool
+	deleted  map[types.UID]bool // pods we already asked to delete (grace 0)
+	finished map[types.UID]bool // pods whose worker has ended
 	stopping bool
 }
 
@@ -109,7 +110,7 @@ func run(o options) error {
 		return err
 	}
 	a := &Agent{opts: o, cs: cs, nodes: map[string]int{}, workers: map[types.UID]*podWorker{},
-		binding: map[types.UID]bool{}, deleted: map[types.UID]bool{}}
+		binding: map[types.UID]bool{}, deleted: map[types.UID]bool{}, finished: map[types.UID]bool{}}
 	if o.caFile != "" {
 		if a.ca, err = os.ReadFile(o.caFile); err != nil {
 			return err

@@ -245,7 +245,7 @@ func (a *Agent) setUnschedulable(ctx context.Context, pod *corev1.Pod) {
 	p := pod.DeepCopy()
 	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{
 		Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
-		Message: fmt.Sprintf("0/%d nodes are available: node(s) didn't match Pod's node affinity/selector", len(a.nodes)),
+		Message:            fmt.Sprintf("0/%d nodes are available: node(s) didn't match Pod's node affinity/selector", len(a.nodes)),
 		LastTransitionTime: metav1.Now(),
 	})
 	if _, err := a.cs.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {

@@ -46,11 +46,16 @@ func (a *Agent) syncPod(ctx context.Context, pod *corev1.Pod) {
 		return
 	}
 	w := a.workers[pod.UID]
-	terminal := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 	if w != nil {
 		w.update(pod)
 		return
 	}
+	if a.deleted[pod.UID] {
+		return // already stopped and deleted with grace period 0
+	}
+	// finished: the worker is done, even if the informer has not seen the
+	// final status yet; never start such a pod again
+	terminal := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || a.finished[pod.UID]
 	if terminal {
 		if pod.DeletionTimestamp != nil {
 			a.forceDeleteLocked(ctx, pod)
@@ -92,6 +97,7 @@ func (a *Agent) podGone(pod *corev1.Pod) {
 	a.mu.Lock()
 	w := a.workers[pod.UID]
 	delete(a.deleted, pod.UID)
+	delete(a.finished, pod.UID)
 	a.mu.Unlock()
 	if w != nil {
 		w.gone()
@@ -171,7 +177,7 @@ func newPodWorker(a *Agent, pod *corev1.Pod) *podWorker {
 		if p, ok := prev[c.Name]; ok {
 			// the node restarted while the pod was running: carry on counting
 			cs.restartCount = p.RestartCount
-			if p.State.Running != nil || p.State.Terminated != nil {
+			if (p.State.Running != nil || p.State.Terminated != nil) && pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
 				cs.restartCount++
 			}
 			cs.lastState = p.LastTerminationState
@@ -183,6 +189,9 @@ func newPodWorker(a *Agent, pod *corev1.Pod) *podWorker {
 	}
 	for _, c := range pod.Spec.Containers {
 		add(c, false)
+	}
+	if pod.DeletionTimestamp != nil {
+		w.killOnce.Do(func() { close(w.kill) })
 	}
 	if pod.Status.StartTime != nil {
 		w.startTime = *pod.Status.StartTime
@@ -235,6 +244,7 @@ func (w *podWorker) run(ctx context.Context) {
 	defer func() {
 		w.a.mu.Lock()
 		delete(w.a.workers, w.uid)
+		w.a.finished[w.uid] = true
 		w.a.mu.Unlock()
 		close(w.done)
 		// a later informer event re-evaluates (e.g. force-delete a terminal pod)
