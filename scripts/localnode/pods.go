@@ -456,7 +456,9 @@ func (w *podWorker) runContainer(ctx context.Context, c *ctr) (code int, ok bool
 			c.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 128, Reason: "StartError",
 				Message: err.Error(), StartedAt: metav1.Now(), FinishedAt: metav1.Now()}}
 			w.mu.Unlock()
-			fmt.Fprintf(openLog(c.logPath), "localnode: %v\n", err)
+			lf := openLog(c.logPath)
+			fmt.Fprintf(lf, "localnode: %v\n", err)
+			lf.Close()
 			w.pushStatus(ctx)
 			return 128, true
 		}
