@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke checks of the local cluster (run after `scripts/cluster up --no-operator`):
 # nodes, PVC provisioning, Jobs, termination messages, secretKeyRef env,
-# exec, logs, in-cluster service account tokens and pod deletion.
+# exec, logs, in-cluster service account tokens, pod deletion and restic
+# against the local S3 server.
 # Prints PASS/FAIL per check and "N passed, M failed" last; exits 1 on any failure.
 set -euo pipefail
 
@@ -194,6 +195,39 @@ if k get pod sleeper >/dev/null 2>&1; then
   else
     fail "delete running pod" "$(k get pod sleeper -o jsonpath='{.status.phase}' 2>&1)"
   fi
+fi
+
+# 10. restic in a Job backs the PVC up into the local S3 server
+bucket="smoke-$RANDOM$RANDOM"
+k create secret generic s3 --from-literal=id="$AWS_ACCESS_KEY_ID" --from-literal=secret="$AWS_SECRET_ACCESS_KEY" \
+  --from-literal=repo=restic-pass >/dev/null
+k apply -f - >/dev/null <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: restic}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: busybox
+        command: [sh, -c, 'restic init && restic backup --host \$(NS) /data/mypvc && restic snapshots --json > /dev/termination-log']
+        env:
+        - {name: RESTIC_REPOSITORY, value: "s3:$BAAS_S3_ENDPOINT/$bucket"}
+        - {name: NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+        - {name: AWS_ACCESS_KEY_ID, valueFrom: {secretKeyRef: {name: s3, key: id}}}
+        - {name: AWS_SECRET_ACCESS_KEY, valueFrom: {secretKeyRef: {name: s3, key: secret}}}
+        - {name: RESTIC_PASSWORD, valueFrom: {secretKeyRef: {name: s3, key: repo}}}
+        volumeMounts: [{name: data, mountPath: /data/mypvc, readOnly: true}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: mypvc}}]
+EOF
+if k wait --for=condition=Complete job/restic --timeout="$T" >/dev/null 2>&1 &&
+  k get pods -l job-name=restic -o jsonpath='{.items[0].status.containerStatuses[0].state.terminated.message}' | grep -q "\"hostname\":\"$NS\""; then
+  pass "restic in a Job backed up the PVC into S3 bucket $bucket"
+else
+  fail "restic Job" "$(k logs job/restic 2>&1 | tail -5)"
 fi
 
 echo "$passed passed, $failed failed"
