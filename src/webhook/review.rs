@@ -90,12 +90,15 @@ pub fn parse_review(body: &[u8]) -> Result<Review, String> {
         serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let api_version = value.get("apiVersion").and_then(Value::as_str);
     if api_version != Some("admission.k8s.io/v1") {
+        let found = api_version.map_or("missing".to_string(), |v| format!("{v:?}"));
         return Err(format!(
-            "apiVersion is {api_version:?}, expected \"admission.k8s.io/v1\""
+            "not an admission.k8s.io/v1 AdmissionReview: apiVersion is {found}"
         ));
     }
     if value.get("kind").and_then(Value::as_str) != Some("AdmissionReview") {
-        return Err("kind is not \"AdmissionReview\"".into());
+        return Err(
+            "not an admission.k8s.io/v1 AdmissionReview: kind is not \"AdmissionReview\"".into(),
+        );
     }
     let Some(request) = value.get_mut("request").and_then(Value::as_object_mut) else {
         return Err("the review has no request".into());

@@ -150,16 +150,6 @@ impl<'a> Checker<'a> {
 
     fn backend(&mut self, backend: &Backend) {
         let s3 = &backend.s3;
-        self.endpoint("spec.backend.s3.endpoint", &s3.endpoint);
-        self.bucket("spec.backend.s3.bucket", &s3.bucket);
-        self.secret_ref(
-            "spec.backend.s3.accessKeyIDSecretRef",
-            &s3.access_key_id_secret_ref,
-        );
-        self.secret_ref(
-            "spec.backend.s3.secretAccessKeySecretRef",
-            &s3.secret_access_key_secret_ref,
-        );
         match (&backend.repo_password_secret_ref, &s3.repo_password_secret_ref) {
             (Some(current), Some(legacy)) if current != legacy => self.deny(
                 "spec.backend.s3.repoPasswordSecretRef",
@@ -177,6 +167,16 @@ impl<'a> Checker<'a> {
                 "required: restic cannot open the repository without its password",
             ),
         }
+        self.endpoint("spec.backend.s3.endpoint", &s3.endpoint);
+        self.bucket("spec.backend.s3.bucket", &s3.bucket);
+        self.secret_ref(
+            "spec.backend.s3.accessKeyIDSecretRef",
+            &s3.access_key_id_secret_ref,
+        );
+        self.secret_ref(
+            "spec.backend.s3.secretAccessKeySecretRef",
+            &s3.secret_access_key_secret_ref,
+        );
     }
 
     fn retention(&mut self, path: &str, retention: Option<&Retention>) {
@@ -232,6 +232,7 @@ impl<'a> Checker<'a> {
 /// Rules of a Schedule: its crons, backend, retention and `keepJobs`; warns without `prune`.
 pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
+    check.backend(&spec.backend);
     if let Some(backup) = &spec.backup {
         check.schedule("spec.backup.schedule", &backup.schedule);
         check.non_negative("spec.backup.keepJobs", backup.keep_jobs.map(i64::from));
@@ -240,7 +241,6 @@ pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
         check.schedule("spec.check.schedule", &section.schedule);
         check.non_negative("spec.check.keepJobs", section.keep_jobs.map(i64::from));
     }
-    check.backend(&spec.backend);
     match &spec.prune {
         Some(prune) => {
             check.schedule("spec.prune.schedule", &prune.schedule);
@@ -588,17 +588,17 @@ mod tests {
         let message = offline(&object).message();
         let sentences: Vec<&str> = message.split("; ").collect();
         assert_eq!(sentences.len(), 3, "{message}");
-        assert!(sentences[0].starts_with(
-            "spec.backup.schedule: invalid cron expression \"0 1 * *\": expected 5 fields"
-        ));
         assert_eq!(
-            sentences[1],
+            sentences[0],
             "spec.backend.s3.bucket: bucket name \"Baas\" may hold only lowercase letters, digits, '.' and '-', found 'B'"
         );
         assert_eq!(
-            sentences[2],
+            sentences[1],
             "spec.backend.s3.accessKeyIDSecretRef.name: must not be empty"
         );
+        assert!(sentences[2].starts_with(
+            "spec.backup.schedule: invalid cron expression \"0 1 * *\": expected 5 fields"
+        ));
     }
 
     #[test]
