@@ -234,13 +234,23 @@ pub async fn serve(
     state: WebhookState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_with_reload(args, state, shutdown, tls::RELOAD_INTERVAL).await
+}
+
+/// [`serve`] with another interval for checking the cert/key files.
+pub async fn serve_with_reload(
+    args: &ServeArgs,
+    state: WebhookState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload_every: Duration,
+) -> Result<()> {
     let server_config = tls::load_server_config(&args.tls_cert, &args.tls_key)?;
     let rustls = RustlsConfig::from_config(Arc::new(server_config));
     let reload = tokio::spawn(tls::reload_forever(
         rustls.clone(),
         args.tls_cert.clone(),
         args.tls_key.clone(),
-        tls::RELOAD_INTERVAL,
+        reload_every,
     ));
     let handle = axum_server::Handle::<SocketAddr>::new();
     let on_signal = handle.clone();
