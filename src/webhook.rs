@@ -315,3 +315,8 @@ pub async fn run_validate(args: ValidateArgs) -> Result<bool> {
     let stdout = std::io::stdout();
     manifests::validate_paths(&args.files, &mut stdout.lock())
 }
+
+/// The ValidatingWebhookConfiguration for a cluster with cert-manager (`webhooks/validating.yaml`).
+pub const VALIDATING_CONFIGURATION_YAML: &str = include_str!("../webhooks/validating.yaml");
+/// The MutatingWebhookConfiguration for a cluster with cert-manager (`webhooks/mutating.yaml`).
+pub const MUTATING_CONFIGURATION_YAML: &str = include_str!("../webhooks/mutating.yaml");
