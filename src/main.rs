@@ -25,12 +25,16 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Operator(args) => baas::controller::run_operator(args).await?,
         Command::Webhook(args) => baas::webhook::run_webhook(args).await?,
-        Command::Validate(args) => {
-            let admitted = baas::webhook::run_validate(args).await?;
-            if !admitted {
-                std::process::exit(1);
+        // Exit codes a CI pipeline can tell apart: 1 means "would be denied", 2 means the
+        // manifests could not even be read.
+        Command::Validate(args) => match baas::webhook::run_validate(args).await {
+            Ok(true) => {}
+            Ok(false) => std::process::exit(1),
+            Err(error) => {
+                eprintln!("error: {error}");
+                std::process::exit(2);
             }
-        }
+        },
         Command::Agent(args) => {
             let code = baas::agent::run(args).await?;
             std::process::exit(code);

@@ -1,14 +1,322 @@
-//! The admission webhook: validating and mutating AdmissionReviews over HTTPS.
+//! The admission webhook: validating and mutating AdmissionReviews over HTTPS, plus health,
+//! readiness and Prometheus metrics on the same listener.
+//!
+//! Handlers are thin: [`review::parse_review`], [`review::decide`] (which calls the pure
+//! `validate_*` and `mutate_*` functions), answer. Everything the rules need to know about the
+//! cluster comes from [`lookup::Lookups`] caches, never from an API call per review.
 
-use crate::cli::{ValidateArgs, WebhookArgs};
+pub mod lookup;
+pub mod manifests;
+pub mod mutate;
+pub mod review;
+pub mod tls;
+pub mod validate;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::tls_rustls::RustlsConfig;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::field::Empty;
+
+use crate::cli::{ServeArgs, ValidateArgs, WebhookArgs};
 use crate::{Error, Result};
+use lookup::Lookups;
+use review::Endpoint;
+
+/// How long in-flight reviews may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    endpoint: &'static str,
+    kind: String,
+    operation: &'static str,
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 0.4 s: reviews are answered from memory, so the interesting part is
+    // well under a millisecond.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
+}
+
+struct Metrics {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    rejected_bodies: Counter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("baas_webhook");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        let latency = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let rejected_bodies = Counter::default();
+        registry.register(
+            "reviews",
+            "AdmissionReviews answered, by endpoint, kind, operation and verdict",
+            reviews.clone(),
+        );
+        registry.register(
+            "review_duration_seconds",
+            "Time from receiving a review body to having its answer",
+            latency.clone(),
+        );
+        registry.register(
+            "malformed_bodies",
+            "Request bodies that were not an admission.k8s.io/v1 AdmissionReview (HTTP 400)",
+            rejected_bodies.clone(),
+        );
+        Self {
+            registry,
+            reviews,
+            latency,
+            rejected_bodies,
+        }
+    }
+}
+
+/// What the webhook's handlers share: cluster lookups (none offline) and metrics.
+#[derive(Clone)]
+pub struct WebhookState {
+    lookups: Option<Arc<dyn Lookups>>,
+    metrics: Arc<Metrics>,
+}
+
+impl WebhookState {
+    /// A webhook without an API server: Secret and PVC rules are skipped.
+    pub fn offline() -> Self {
+        Self {
+            lookups: None,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// A webhook that answers Secret and PVC rules from `lookups`
+    /// (production: [`lookup::ReflectorLookups::start`]).
+    pub fn with_lookups(lookups: Arc<dyn Lookups>) -> Self {
+        Self {
+            lookups: Some(lookups),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// Ready when offline, or once the lookup caches are filled.
+    pub fn ready(&self) -> bool {
+        self.lookups.as_ref().is_none_or(|l| l.ready())
+    }
+}
+
+/// The webhook's routes: `POST /validate`, `POST /mutate`, `GET /healthz`, `GET /readyz`,
+/// `GET /metrics`.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
+    handle(&state, Endpoint::Validate, &body)
+}
+
+async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
+    handle(&state, Endpoint::Mutate, &body)
+}
+
+fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Response {
+    let started = Instant::now();
+    let review = match review::parse_review(body) {
+        Ok(review) => review,
+        Err(reason) => {
+            state.metrics.rejected_bodies.inc();
+            tracing::warn!(endpoint = endpoint.as_str(), %reason, "not an AdmissionReview");
+            return (StatusCode::BAD_REQUEST, reason).into_response();
+        }
+    };
+    let kind = review.request.kind.kind.as_str();
+    let span = tracing::info_span!(
+        "review",
+        uid = %review.request.uid,
+        kind,
+        namespace = review.namespace(),
+        name = review.name(),
+        operation = review.operation(),
+        endpoint = endpoint.as_str(),
+        dry_run = review.request.dry_run,
+        allowed = Empty,
+        patched = Empty,
+    );
+    let _entered = span.enter();
+    let answer = review::decide(endpoint, &review, state.lookups.as_deref());
+    span.record("allowed", answer.allowed);
+    span.record("patched", !answer.patch.is_empty());
+    if answer.allowed {
+        tracing::debug!(warnings = answer.warnings.len(), "admitted");
+    } else {
+        tracing::info!(message = %answer.message, "denied");
+    }
+    let json = answer.to_review_json(&review);
+    let metrics = &state.metrics;
+    metrics
+        .reviews
+        .get_or_create(&ReviewLabels {
+            endpoint: endpoint.as_str(),
+            kind: review.our_kind().unwrap_or("other").to_string(),
+            operation: review.operation(),
+            verdict: if answer.allowed { "allowed" } else { "denied" },
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.as_str(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    axum::Json(json).into_response()
+}
+
+async fn readyz(State(state): State<WebhookState>) -> Response {
+    if state.ready() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Secret, PVC and Pod caches are still filling",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<WebhookState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// Serves [`router`] over HTTPS until `shutdown` completes, then lets in-flight reviews finish.
+/// The cert/key pair is re-read every [`tls::RELOAD_INTERVAL`] when the files change.
+pub async fn serve(
+    args: &ServeArgs,
+    state: WebhookState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    serve_with_reload(args, state, shutdown, tls::RELOAD_INTERVAL).await
+}
+
+/// [`serve`] with another interval for checking the cert/key files.
+pub async fn serve_with_reload(
+    args: &ServeArgs,
+    state: WebhookState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload_every: Duration,
+) -> Result<()> {
+    let server_config = tls::load_server_config(&args.tls_cert, &args.tls_key)?;
+    let rustls = RustlsConfig::from_config(Arc::new(server_config));
+    let reload = tokio::spawn(tls::reload_forever(
+        rustls.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        reload_every,
+    ));
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let on_signal = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down the webhook; letting in-flight reviews finish");
+        on_signal.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    tracing::info!(listen = %args.listen, offline = state.lookups.is_none(), "admission webhook listening");
+    let served = axum_server::bind_rustls(args.listen, rustls)
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await;
+    reload.abort();
+    served.map_err(|source| Error::Io {
+        path: args.listen.to_string(),
+        source,
+    })
+}
+
+/// Completes on ctrl-c or SIGTERM (what the kubelet sends).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
 
 /// `baas webhook`: serves the admission webhook alone.
-pub async fn run_webhook(_args: WebhookArgs) -> Result<()> {
-    Err(Error::NotImplemented("webhook"))
+pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
+    let state = if args.offline {
+        WebhookState::offline()
+    } else {
+        let client = kube::Client::try_default().await?;
+        WebhookState::with_lookups(lookup::ReflectorLookups::start(client))
+    };
+    serve(&args.serve, state, shutdown_signal()).await
 }
 
 /// `baas validate`: returns whether every object would be admitted.
-pub async fn run_validate(_args: ValidateArgs) -> Result<bool> {
-    Err(Error::NotImplemented("validate"))
+pub async fn run_validate(args: ValidateArgs) -> Result<bool> {
+    let stdout = std::io::stdout();
+    manifests::validate_paths(&args.files, &mut stdout.lock())
 }
+
+/// The ValidatingWebhookConfiguration for a cluster with cert-manager (`webhooks/validating.yaml`).
+pub const VALIDATING_CONFIGURATION_YAML: &str = include_str!("../webhooks/validating.yaml");
+/// The MutatingWebhookConfiguration for a cluster with cert-manager (`webhooks/mutating.yaml`).
+pub const MUTATING_CONFIGURATION_YAML: &str = include_str!("../webhooks/mutating.yaml");

@@ -1,0 +1,316 @@
+//! What the webhook knows about the cluster: Secrets (names and keys only), PVCs and the pods
+//! that mount them. Validators ask through [`Lookups`], so they stay pure and are tested with
+//! [`StaticLookups`]; production uses [`ReflectorLookups`], which answers from watch caches and
+//! never calls the API server during a review.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+/// What is known about a Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretInfo {
+    /// The Secret exists with these data keys.
+    Keys(BTreeSet<String>),
+    /// The cache is complete and holds no such Secret (it may still be created later).
+    Absent,
+    /// Nothing is known (the cache is not filled yet).
+    Unknown,
+}
+
+/// How a PVC can be mounted, as far as restores and backups care.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PvcInfo {
+    /// Name of the claim.
+    pub name: String,
+    /// `spec.accessModes`, for example `ReadWriteOnce`.
+    pub access_modes: Vec<String>,
+    /// `status.phase == Bound`.
+    pub bound: bool,
+    /// Annotated `appuio.ch/backup: "false"`.
+    pub excluded: bool,
+    /// Running pods that mount the claim.
+    pub used_by: Vec<String>,
+}
+
+impl PvcInfo {
+    /// Whether the claim has this access mode.
+    pub fn has_mode(&self, mode: &str) -> bool {
+        self.access_modes.iter().any(|m| m == mode)
+    }
+}
+
+/// What is known about a PVC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PvcLookup {
+    /// The claim exists.
+    Found(PvcInfo),
+    /// The cache is complete and holds no such claim.
+    Absent,
+    /// Nothing is known (the cache is not filled yet).
+    Unknown,
+}
+
+/// The cluster facts validation needs. Implementations answer from memory: a review must never
+/// wait for the API server.
+pub trait Lookups: Send + Sync {
+    /// The Secret `namespace/name`.
+    fn secret(&self, namespace: &str, name: &str) -> SecretInfo;
+    /// The PVC `namespace/name`, with the pods that mount it.
+    fn pvc(&self, namespace: &str, name: &str) -> PvcLookup;
+    /// Every PVC of the namespace, or `None` while nothing is known.
+    fn pvcs(&self, namespace: &str) -> Option<Vec<PvcInfo>>;
+    /// Whether the caches are filled, for `/readyz`.
+    fn ready(&self) -> bool;
+}
+
+/// Fixed facts: for tests, and for tools that know the cluster from files.
+#[derive(Clone, Debug, Default)]
+pub struct StaticLookups {
+    /// Secret keys by `(namespace, name)`.
+    pub secrets: BTreeMap<(String, String), BTreeSet<String>>,
+    /// PVCs by namespace.
+    pub pvcs: BTreeMap<String, Vec<PvcInfo>>,
+}
+
+impl StaticLookups {
+    /// Adds a Secret with these keys.
+    pub fn with_secret(mut self, namespace: &str, name: &str, keys: &[&str]) -> Self {
+        self.secrets.insert(
+            (namespace.into(), name.into()),
+            keys.iter().map(|k| k.to_string()).collect(),
+        );
+        self
+    }
+
+    /// Adds a PVC.
+    pub fn with_pvc(mut self, namespace: &str, pvc: PvcInfo) -> Self {
+        self.pvcs.entry(namespace.into()).or_default().push(pvc);
+        self
+    }
+}
+
+impl Lookups for StaticLookups {
+    fn secret(&self, namespace: &str, name: &str) -> SecretInfo {
+        match self.secrets.get(&(namespace.to_string(), name.to_string())) {
+            Some(keys) => SecretInfo::Keys(keys.clone()),
+            None => SecretInfo::Absent,
+        }
+    }
+
+    fn pvc(&self, namespace: &str, name: &str) -> PvcLookup {
+        self.pvcs
+            .get(namespace)
+            .and_then(|pvcs| pvcs.iter().find(|p| p.name == name))
+            .map_or(PvcLookup::Absent, |p| PvcLookup::Found(p.clone()))
+    }
+
+    fn pvcs(&self, namespace: &str) -> Option<Vec<PvcInfo>> {
+        Some(self.pvcs.get(namespace).cloned().unwrap_or_default())
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// Lookups from watch caches of Secrets, PVCs and Pods in every namespace. Secrets are kept
+/// without their values (only the key names), and pods only with their volumes and phase.
+#[derive(Clone)]
+pub struct ReflectorLookups {
+    secrets: Store<Secret>,
+    pvcs: Store<PersistentVolumeClaim>,
+    pods: Store<Pod>,
+    ready: Arc<AtomicBool>,
+}
+
+impl ReflectorLookups {
+    /// Starts the three watches on the Tokio runtime and returns the caches they fill. The
+    /// watches retry with backoff for as long as the process runs.
+    pub fn start(client: Client) -> Arc<Self> {
+        let (secrets, secret_writer) = reflector::store();
+        let (pvcs, pvc_writer) = reflector::store();
+        let (pods, pod_writer) = reflector::store();
+        let config = watcher::Config::default();
+        tokio::spawn(
+            watcher(Api::<Secret>::all(client.clone()), config.clone())
+                .default_backoff()
+                .modify(strip_secret)
+                .reflect(secret_writer)
+                .for_each(|event| log_watch_error("secrets", event.err())),
+        );
+        tokio::spawn(
+            watcher(
+                Api::<PersistentVolumeClaim>::all(client.clone()),
+                config.clone(),
+            )
+            .default_backoff()
+            .modify(|pvc: &mut PersistentVolumeClaim| pvc.metadata.managed_fields = None)
+            .reflect(pvc_writer)
+            .for_each(|event| log_watch_error("persistentvolumeclaims", event.err())),
+        );
+        tokio::spawn(
+            watcher(Api::<Pod>::all(client), config)
+                .default_backoff()
+                .modify(strip_pod)
+                .reflect(pod_writer)
+                .for_each(|event| log_watch_error("pods", event.err())),
+        );
+        let ready = Arc::new(AtomicBool::new(false));
+        let (s, v, p, flag) = (secrets.clone(), pvcs.clone(), pods.clone(), ready.clone());
+        tokio::spawn(async move {
+            let filled = s.wait_until_ready().await.is_ok()
+                && v.wait_until_ready().await.is_ok()
+                && p.wait_until_ready().await.is_ok();
+            if filled {
+                tracing::info!("admission lookups are filled: Secrets, PVCs and Pods are known");
+                flag.store(true, Ordering::Release);
+            }
+        });
+        Arc::new(Self {
+            secrets,
+            pvcs,
+            pods,
+            ready,
+        })
+    }
+
+    fn pods_using(&self, namespace: &str, claim: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|pod| pod.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|pod| pod_is_running(pod) && pod_mounts(pod, claim))
+            .filter_map(|pod| pod.metadata.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn info(&self, pvc: &PersistentVolumeClaim) -> PvcInfo {
+        let name = pvc.metadata.name.clone().unwrap_or_default();
+        let namespace = pvc.metadata.namespace.clone().unwrap_or_default();
+        PvcInfo {
+            used_by: self.pods_using(&namespace, &name),
+            name,
+            access_modes: pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.access_modes.clone())
+                .unwrap_or_default(),
+            bound: pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+            excluded: pvc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::crd::ANNOTATION_BACKUP))
+                .is_some_and(|v| v == "false"),
+        }
+    }
+}
+
+async fn log_watch_error(resource: &str, error: Option<watcher::Error>) {
+    if let Some(error) = error {
+        tracing::warn!(resource, %error, "watch for admission lookups failed; retrying");
+    }
+}
+
+/// Values never stay in memory: only the key names matter, and the last-applied annotation
+/// would hold the values too.
+fn strip_secret(secret: &mut Secret) {
+    secret.metadata.managed_fields = None;
+    secret.metadata.annotations = None;
+    let mut keys: BTreeMap<String, ByteString> = BTreeMap::new();
+    for key in secret.data.iter().flat_map(|d| d.keys()) {
+        keys.insert(key.clone(), ByteString(Vec::new()));
+    }
+    for key in secret.string_data.iter().flat_map(|d| d.keys()) {
+        keys.insert(key.clone(), ByteString(Vec::new()));
+    }
+    secret.data = Some(keys);
+    secret.string_data = None;
+}
+
+fn strip_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.containers.clear();
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            ..Default::default()
+        };
+    }
+}
+
+fn pod_is_running(pod: &Pod) -> bool {
+    !matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn pod_mounts(pod: &Pod, claim: &str) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .any(|source| source.claim_name == claim)
+}
+
+impl Lookups for ReflectorLookups {
+    fn secret(&self, namespace: &str, name: &str) -> SecretInfo {
+        if !self.ready() {
+            return SecretInfo::Unknown;
+        }
+        match self.secrets.get(&ObjectRef::new(name).within(namespace)) {
+            Some(secret) => {
+                SecretInfo::Keys(secret.data.iter().flat_map(|d| d.keys().cloned()).collect())
+            }
+            None => SecretInfo::Absent,
+        }
+    }
+
+    fn pvc(&self, namespace: &str, name: &str) -> PvcLookup {
+        if !self.ready() {
+            return PvcLookup::Unknown;
+        }
+        match self.pvcs.get(&ObjectRef::new(name).within(namespace)) {
+            Some(pvc) => PvcLookup::Found(self.info(&pvc)),
+            None => PvcLookup::Absent,
+        }
+    }
+
+    fn pvcs(&self, namespace: &str) -> Option<Vec<PvcInfo>> {
+        if !self.ready() {
+            return None;
+        }
+        let mut infos: Vec<PvcInfo> = self
+            .pvcs
+            .state()
+            .iter()
+            .filter(|pvc| pvc.metadata.namespace.as_deref() == Some(namespace))
+            .map(|pvc| self.info(pvc))
+            .collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(infos)
+    }
+
+    fn ready(&self) -> bool {
+        // Until the first full list of each store has arrived, "not in the cache" means
+        // nothing.
+        self.ready.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,869 @@
+//! The admission rules: pure functions from an object (already defaulted by `/mutate`) and what
+//! is known about the cluster to a verdict. Every problem is one sentence that starts with the
+//! most precise field path, so users see all of them in one `kubectl apply`.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::lookup::{Lookups, PvcLookup, SecretInfo};
+use crate::crd::{
+    Backend, BackupSpec, CheckSpec, PruneSpec, RestoreSpec, Retention, ScheduleSpec, SecretKeyRef,
+};
+
+/// The outcome of validating one object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Reasons to refuse the object, each `field.path: sentence`.
+    pub denials: Vec<String>,
+    /// Things the user should know; the object is admitted anyway.
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    /// Whether the object would be admitted.
+    pub fn allowed(&self) -> bool {
+        self.denials.is_empty()
+    }
+
+    /// The denials as the one `status.message` of an AdmissionReview.
+    pub fn message(&self) -> String {
+        self.denials.join("; ")
+    }
+}
+
+/// Where an object lives and what is known about its namespace; `lookups` is `None` offline.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// Namespace of the object under review.
+    pub namespace: &'a str,
+    /// Cluster facts, or `None` to skip every rule that needs them.
+    pub lookups: Option<&'a dyn Lookups>,
+}
+
+impl<'a> Context<'a> {
+    /// A context without cluster facts, as in `baas validate` and `baas webhook --offline`.
+    pub fn offline(namespace: &'a str) -> Self {
+        Self {
+            namespace,
+            lookups: None,
+        }
+    }
+}
+
+struct Checker<'a> {
+    ctx: Context<'a>,
+    verdict: Verdict,
+    warned_secrets: BTreeSet<String>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(ctx: Context<'a>) -> Self {
+        Self {
+            ctx,
+            verdict: Verdict::default(),
+            warned_secrets: BTreeSet::new(),
+        }
+    }
+
+    fn deny(&mut self, path: &str, sentence: impl std::fmt::Display) {
+        self.verdict.denials.push(format!("{path}: {sentence}"));
+    }
+
+    fn warn(&mut self, path: &str, sentence: impl std::fmt::Display) {
+        self.verdict.warnings.push(format!("{path}: {sentence}"));
+    }
+
+    fn schedule(&mut self, path: &str, expression: &str) {
+        if let Err(error) = crate::cron::parse(expression) {
+            self.deny(path, error);
+        }
+    }
+
+    fn non_negative(&mut self, path: &str, value: Option<i64>) {
+        if let Some(n) = value.filter(|n| *n < 0) {
+            self.deny(path, format!("must not be negative, found {n}"));
+        }
+    }
+
+    fn secret_ref(&mut self, path: &str, secret: &SecretKeyRef) {
+        let name_problem = dns_subdomain_problem(&secret.name);
+        if let Some(problem) = &name_problem {
+            self.deny(&format!("{path}.name"), problem);
+        }
+        let key_problem = secret_key_problem(&secret.key);
+        if let Some(problem) = &key_problem {
+            self.deny(&format!("{path}.key"), problem);
+        }
+        let Some(lookups) = self.ctx.lookups else {
+            return;
+        };
+        if name_problem.is_some() || key_problem.is_some() {
+            return;
+        }
+        match lookups.secret(self.ctx.namespace, &secret.name) {
+            SecretInfo::Keys(keys) if !keys.contains(&secret.key) => {
+                let known: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.deny(
+                    &format!("{path}.key"),
+                    format!(
+                        "Secret {:?} has no key {:?} (it has: {})",
+                        secret.name,
+                        secret.key,
+                        if known.is_empty() {
+                            "no keys".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+            // Manifests are often applied out of order, and a Secret created a moment ago
+            // may not have reached the cache yet: never deny for absence.
+            SecretInfo::Absent if self.warned_secrets.insert(secret.name.clone()) => {
+                let namespace = self.ctx.namespace.to_string();
+                self.warn(
+                    &format!("{path}.name"),
+                    format!(
+                        "Secret {:?} does not exist in namespace {namespace:?} yet; runs fail until it is created",
+                        secret.name
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn endpoint(&mut self, path: &str, endpoint: &str) {
+        if let Some(problem) = endpoint_problem(endpoint) {
+            self.deny(path, problem);
+        }
+    }
+
+    fn bucket(&mut self, path: &str, bucket: &str) {
+        if let Some(problem) = bucket_problem(bucket) {
+            self.deny(path, problem);
+        }
+    }
+
+    fn backend(&mut self, backend: &Backend) {
+        let s3 = &backend.s3;
+        match (&backend.repo_password_secret_ref, &s3.repo_password_secret_ref) {
+            (Some(current), Some(legacy)) if current != legacy => self.deny(
+                "spec.backend.s3.repoPasswordSecretRef",
+                format!(
+                    "conflicts with spec.backend.repoPasswordSecretRef ({}/{} against {}/{}); keep only spec.backend.repoPasswordSecretRef",
+                    legacy.name, legacy.key, current.name, current.key
+                ),
+            ),
+            (Some(current), _) => self.secret_ref("spec.backend.repoPasswordSecretRef", current),
+            (None, Some(legacy)) => {
+                self.secret_ref("spec.backend.s3.repoPasswordSecretRef", legacy)
+            }
+            (None, None) => self.deny(
+                "spec.backend.repoPasswordSecretRef",
+                "required: restic cannot open the repository without its password",
+            ),
+        }
+        self.endpoint("spec.backend.s3.endpoint", &s3.endpoint);
+        self.bucket("spec.backend.s3.bucket", &s3.bucket);
+        self.secret_ref(
+            "spec.backend.s3.accessKeyIDSecretRef",
+            &s3.access_key_id_secret_ref,
+        );
+        self.secret_ref(
+            "spec.backend.s3.secretAccessKeySecretRef",
+            &s3.secret_access_key_secret_ref,
+        );
+    }
+
+    fn retention(&mut self, path: &str, retention: Option<&Retention>) {
+        // Absent or empty means the default, which `/mutate` fills in.
+        let Some(retention) = retention.filter(|r| **r != Retention::default()) else {
+            return;
+        };
+        let rules = [
+            ("keepLast", retention.keep_last),
+            ("keepHourly", retention.keep_hourly),
+            ("keepDaily", retention.keep_daily),
+            ("keepWeekly", retention.keep_weekly),
+            ("keepMonthly", retention.keep_monthly),
+            ("keepYearly", retention.keep_yearly),
+        ];
+        for (field, value) in rules {
+            self.non_negative(&format!("{path}.{field}"), value);
+        }
+        let keeps_something = rules.iter().any(|(_, v)| v.is_some_and(|n| n > 0))
+            || retention.keep_tags.as_ref().is_some_and(|t| !t.is_empty());
+        if !keeps_something {
+            self.deny(
+                path,
+                "keeps no snapshot: set at least one keep rule greater than 0 or list keepTags, or leave retention out for the default {keepLast: 5, keepDaily: 14}",
+            );
+        }
+        for (i, tag) in retention.keep_tags.iter().flatten().enumerate() {
+            if tag.trim().is_empty() {
+                self.deny(&format!("{path}.keepTags[{i}]"), "must not be empty");
+            }
+        }
+    }
+
+    fn namespace_pvcs(&mut self) {
+        let Some(pvcs) = self.ctx.lookups.and_then(|l| l.pvcs(self.ctx.namespace)) else {
+            return;
+        };
+        for pvc in pvcs.iter().filter(|p| !p.excluded) {
+            let path = format!("persistentvolumeclaim/{}", pvc.name);
+            if !pvc.bound {
+                self.warn(&path, "is not bound, so backups skip it; annotate it appuio.ch/backup=false to silence this");
+            } else if pvc.has_mode("ReadWriteOncePod") {
+                self.warn(&path, "is ReadWriteOncePod, so a backup cannot mount it while a pod uses it; annotate it appuio.ch/backup=false to silence this");
+            }
+        }
+    }
+
+    fn finish(self) -> Verdict {
+        self.verdict
+    }
+}
+
+/// Rules of a Schedule: its crons, backend, retention and `keepJobs`; warns without `prune`.
+pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
+    let mut check = Checker::new(ctx);
+    check.backend(&spec.backend);
+    if let Some(backup) = &spec.backup {
+        check.schedule("spec.backup.schedule", &backup.schedule);
+        check.non_negative("spec.backup.keepJobs", backup.keep_jobs.map(i64::from));
+    }
+    if let Some(section) = &spec.check {
+        check.schedule("spec.check.schedule", &section.schedule);
+        check.non_negative("spec.check.keepJobs", section.keep_jobs.map(i64::from));
+    }
+    match &spec.prune {
+        Some(prune) => {
+            check.schedule("spec.prune.schedule", &prune.schedule);
+            check.non_negative("spec.prune.keepJobs", prune.keep_jobs.map(i64::from));
+            check.retention("spec.prune.retention", prune.retention.as_ref());
+        }
+        None => check.warn(
+            "spec.prune",
+            "absent, so old snapshots are never removed and the repository grows forever",
+        ),
+    }
+    if spec.backup.is_some() {
+        check.namespace_pvcs();
+    }
+    check.finish()
+}
+
+/// Rules of a Backup: its backend; warns about PVCs it cannot read.
+pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
+    let mut check = Checker::new(ctx);
+    check.backend(&spec.backend);
+    check.namespace_pvcs();
+    check.finish()
+}
+
+/// Rules of a Check: its backend.
+pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
+    let mut check = Checker::new(ctx);
+    check.backend(&spec.backend);
+    check.finish()
+}
+
+/// Rules of a Prune: its backend and retention.
+pub fn validate_prune(spec: &PruneSpec, ctx: Context<'_>) -> Verdict {
+    let mut check = Checker::new(ctx);
+    check.backend(&spec.backend);
+    check.retention("spec.retention", spec.retention.as_ref());
+    check.finish()
+}
+
+/// Rules of a Restore: its backend and exactly one writable target.
+pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
+    let mut check = Checker::new(ctx);
+    check.backend(&spec.backend);
+    let method = &spec.restore_method;
+    match (&method.s3, &method.pvc) {
+        (None, None) => check.deny(
+            "spec.restoreMethod",
+            "needs exactly one of s3 or pvc, found none",
+        ),
+        (Some(_), Some(_)) => check.deny(
+            "spec.restoreMethod",
+            "needs exactly one of s3 or pvc, found both",
+        ),
+        _ => {}
+    }
+    if let Some(s3) = &method.s3 {
+        check.endpoint("spec.restoreMethod.s3.endpoint", &s3.endpoint);
+        check.bucket("spec.restoreMethod.s3.bucket", &s3.bucket);
+        check.secret_ref(
+            "spec.restoreMethod.s3.accessKeyIDSecretRef",
+            &s3.access_key_id_secret_ref,
+        );
+        check.secret_ref(
+            "spec.restoreMethod.s3.secretAccessKeySecretRef",
+            &s3.secret_access_key_secret_ref,
+        );
+    }
+    if let Some(pvc) = &method.pvc {
+        restore_target(&mut check, &pvc.claim_name);
+    }
+    if let Some(snapshot) = &spec.snapshot
+        && (snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        check.deny(
+            "spec.snapshot",
+            format!("{snapshot:?} is not a snapshot ID or ID prefix (hexadecimal digits)"),
+        );
+    }
+    if let Some(path) = &spec.path
+        && !path.starts_with('/')
+    {
+        check.deny(
+            "spec.path",
+            format!("{path:?} must be an absolute path inside the snapshot, such as /data/mypvc"),
+        );
+    }
+    check.finish()
+}
+
+fn restore_target(check: &mut Checker<'_>, claim: &str) {
+    const PATH: &str = "spec.restoreMethod.pvc.claimName";
+    if let Some(problem) = dns_subdomain_problem(claim) {
+        check.deny(PATH, problem);
+        return;
+    }
+    let Some(lookups) = check.ctx.lookups else {
+        return;
+    };
+    let namespace = check.ctx.namespace.to_string();
+    match lookups.pvc(&namespace, claim) {
+        PvcLookup::Absent => check.deny(
+            PATH,
+            format!("PersistentVolumeClaim {claim:?} does not exist in namespace {namespace:?}; create it first"),
+        ),
+        PvcLookup::Found(pvc) if pvc.access_modes.len() == 1 && pvc.has_mode("ReadOnlyMany") => {
+            check.deny(
+                PATH,
+                format!("PersistentVolumeClaim {claim:?} is ReadOnlyMany and cannot be written"),
+            )
+        }
+        PvcLookup::Found(pvc) if pvc.has_mode("ReadWriteOncePod") && !pvc.used_by.is_empty() => {
+            check.deny(
+                PATH,
+                format!(
+                    "PersistentVolumeClaim {claim:?} is ReadWriteOncePod and in use by pod {}; stop it first",
+                    pvc.used_by.join(", ")
+                ),
+            )
+        }
+        _ => {}
+    }
+}
+
+/// Denies a changed spec of a one-shot run (Backup, Check, Prune, Restore); metadata and
+/// status updates pass.
+pub fn validate_run_update(kind: &str, old: &Value, new: &Value) -> Option<String> {
+    (old.get("spec") != new.get("spec")).then(|| {
+        format!(
+            "spec: a {kind} is a one-shot run and its spec cannot be changed; create a new {kind} instead"
+        )
+    })
+}
+
+/// Validates an object of one of the five kinds, given as JSON. An object that does not fit
+/// the kind's type is denied with the field paths that are wrong.
+pub fn validate_object(kind: &str, object: &Value, ctx: Context<'_>) -> Verdict {
+    match kind {
+        "Schedule" => typed(object, |s| validate_schedule(s, ctx)),
+        "Backup" => typed(object, |s| validate_backup(s, ctx)),
+        "Check" => typed(object, |s| validate_check(s, ctx)),
+        "Prune" => typed(object, |s| validate_prune(s, ctx)),
+        "Restore" => typed(object, |s| validate_restore(s, ctx)),
+        other => Verdict {
+            denials: vec![format!(
+                "kind: {other:?} is not a kind of {}",
+                crate::crd::GROUP
+            )],
+            warnings: Vec::new(),
+        },
+    }
+}
+
+fn typed<S: DeserializeOwned>(object: &Value, rules: impl FnOnce(&S) -> Verdict) -> Verdict {
+    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    match serde_json::from_value::<S>(spec) {
+        Ok(spec) => rules(&spec),
+        Err(error) => Verdict {
+            denials: shape_problems(object, &error),
+            warnings: Vec::new(),
+        },
+    }
+}
+
+/// Why an object does not fit its type, with field paths: the strict schema names the fields;
+/// serde's message is the fallback.
+pub fn shape_problems(object: &Value, error: &serde_json::Error) -> Vec<String> {
+    let problems: Vec<String> = crate::crd::schema_problems(object)
+        .into_iter()
+        .filter(|p| p.starts_with("spec"))
+        .collect();
+    if problems.is_empty() {
+        vec![format!("spec: {error}")]
+    } else {
+        problems
+    }
+}
+
+/// Why a name is not a valid Kubernetes object name (RFC 1123 subdomain), if it is not.
+pub fn dns_subdomain_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if name.len() > 253 {
+        return Some(format!(
+            "{name:?} is longer than 253 characters ({})",
+            name.len()
+        ));
+    }
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !valid_chars || !ends_ok(name.chars().next()) || !ends_ok(name.chars().last()) {
+        return Some(format!(
+            "{name:?} is not a valid name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ));
+    }
+    None
+}
+
+/// Why a key is not a valid Secret data key, if it is not.
+pub fn secret_key_problem(key: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("must not be empty".into());
+    }
+    let valid = key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && key != "."
+        && key != "..";
+    (!valid).then(|| {
+        format!("{key:?} is not a valid Secret key: up to 253 letters, digits, '-', '_' and '.'")
+    })
+}
+
+/// Why an S3 endpoint is not an absolute http(s) URL with a host, if it is not.
+pub fn endpoint_problem(endpoint: &str) -> Option<String> {
+    if endpoint.is_empty() {
+        return Some(
+            "must not be empty; use an absolute URL such as https://objects.example.com".into(),
+        );
+    }
+    let explain = |why: &str| {
+        Some(format!(
+            "{endpoint:?} is not an absolute http(s) URL with a host: {why}"
+        ))
+    };
+    if endpoint.chars().any(char::is_whitespace) {
+        return explain("it contains whitespace");
+    }
+    let Ok(uri) = endpoint.parse::<axum::http::Uri>() else {
+        return explain("it does not parse as a URL");
+    };
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return explain(&format!("scheme {other:?} is not http or https")),
+        None => return explain("the scheme (https://) is missing"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return explain("the host is missing");
+    }
+    if uri.query().is_some() {
+        return explain("it has a query string");
+    }
+    None
+}
+
+/// Why S3 would refuse a bucket name, if it would.
+pub fn bucket_problem(bucket: &str) -> Option<String> {
+    let why = if bucket.len() < 3 || bucket.len() > 63 {
+        format!("must be 3 to 63 characters long, found {}", bucket.len())
+    } else if let Some(c) = bucket
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    {
+        format!("may hold only lowercase letters, digits, '.' and '-', found {c:?}")
+    } else if !bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        "must start and end with a letter or digit".into()
+    } else if bucket.contains("..") {
+        "must not contain \"..\"".into()
+    } else if bucket.parse::<Ipv4Addr>().is_ok() || bucket.parse::<IpAddr>().is_ok() {
+        "must not be an IP address".into()
+    } else {
+        return None;
+    };
+    Some(format!("bucket name {bucket:?} {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::lookup::{PvcInfo, StaticLookups};
+    use serde_json::json;
+
+    fn seed_schedule() -> Value {
+        json!({
+            "apiVersion": "backup.appuio.ch/v1alpha1",
+            "kind": "Schedule",
+            "metadata": {"name": "schedule-test", "namespace": "team-a"},
+            "spec": {
+                "backend": {
+                    "repoPasswordSecretRef": {"name": "backup-repo", "key": "password"},
+                    "s3": {
+                        "endpoint": "http://10.144.1.224:9000",
+                        "bucket": "baas",
+                        "accessKeyIDSecretRef": {"name": "backup-credentials", "key": "username"},
+                        "secretAccessKeySecretRef": {"name": "backup-credentials", "key": "password"}
+                    }
+                },
+                "backup": {"schedule": " 0 1 * * *", "keepJobs": 10, "promURL": "http://10.144.1.224:9000"},
+                "check": {"schedule": " 0 0 * * 0", "promURL": "http://10.144.1.224:9000"},
+                "prune": {"schedule": " 0 4 * * *", "retention": {"keepLast": 5, "keepDaily": 14}}
+            }
+        })
+    }
+
+    fn cluster() -> StaticLookups {
+        StaticLookups::default()
+            .with_secret("team-a", "backup-repo", &["password"])
+            .with_secret("team-a", "backup-credentials", &["username", "password"])
+    }
+
+    fn offline(object: &Value) -> Verdict {
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        validate_object(&kind, object, Context::offline("team-a"))
+    }
+
+    fn online(object: &Value, lookups: &StaticLookups) -> Verdict {
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let ctx = Context {
+            namespace: "team-a",
+            lookups: Some(lookups),
+        };
+        validate_object(&kind, object, ctx)
+    }
+
+    #[test]
+    fn seed_schedule_is_admitted_without_warnings() {
+        let verdict = online(&seed_schedule(), &cluster());
+        assert_eq!(verdict, Verdict::default());
+    }
+
+    #[test]
+    fn schedule_with_six_field_cron_is_denied_with_reason() {
+        let mut object = seed_schedule();
+        object["spec"]["backup"]["schedule"] = json!("0 0 1 * * *");
+        let verdict = offline(&object);
+        assert_eq!(verdict.denials.len(), 1, "{verdict:?}");
+        assert!(
+            verdict.denials[0]
+                .starts_with("spec.backup.schedule: invalid cron expression \"0 0 1 * * *\": ")
+        );
+    }
+
+    #[test]
+    fn schedule_with_several_problems_lists_all_in_one_message() {
+        let mut object = seed_schedule();
+        object["spec"]["backup"]["schedule"] = json!("0 1 * *");
+        object["spec"]["backend"]["s3"]["bucket"] = json!("Baas");
+        object["spec"]["backend"]["s3"]["accessKeyIDSecretRef"]["name"] = json!("");
+        let message = offline(&object).message();
+        let sentences: Vec<&str> = message.split("; ").collect();
+        assert_eq!(sentences.len(), 3, "{message}");
+        assert_eq!(
+            sentences[0],
+            "spec.backend.s3.bucket: bucket name \"Baas\" may hold only lowercase letters, digits, '.' and '-', found 'B'"
+        );
+        assert_eq!(
+            sentences[1],
+            "spec.backend.s3.accessKeyIDSecretRef.name: must not be empty"
+        );
+        assert!(sentences[2].starts_with(
+            "spec.backup.schedule: invalid cron expression \"0 1 * *\": expected 5 fields"
+        ));
+    }
+
+    #[test]
+    fn schedule_without_prune_is_admitted_with_warning() {
+        let mut object = seed_schedule();
+        object["spec"].as_object_mut().map(|s| s.remove("prune"));
+        let verdict = offline(&object);
+        assert!(verdict.allowed());
+        assert_eq!(verdict.warnings.len(), 1);
+        assert!(verdict.warnings[0].starts_with("spec.prune: absent"));
+    }
+
+    #[test]
+    fn schedule_with_negative_keep_jobs_is_denied() {
+        let mut object = seed_schedule();
+        object["spec"]["backup"]["keepJobs"] = json!(-1);
+        assert_eq!(
+            offline(&object).denials,
+            ["spec.backup.keepJobs: must not be negative, found -1"]
+        );
+    }
+
+    #[test]
+    fn retention_all_zero_is_denied() {
+        let mut object = seed_schedule();
+        object["spec"]["prune"]["retention"] = json!({"keepLast": 0, "keepDaily": 0});
+        let verdict = offline(&object);
+        assert_eq!(verdict.denials.len(), 1);
+        assert!(verdict.denials[0].starts_with("spec.prune.retention: keeps no snapshot"));
+    }
+
+    #[test]
+    fn retention_with_only_tags_is_admitted() {
+        let mut object = seed_schedule();
+        object["spec"]["prune"]["retention"] = json!({"keepTags": ["monthly"]});
+        assert!(offline(&object).allowed());
+    }
+
+    #[test]
+    fn retention_negative_is_denied_at_the_field() {
+        let mut object = seed_schedule();
+        object["spec"]["prune"]["retention"] = json!({"keepLast": -3, "keepDaily": 7});
+        assert_eq!(
+            offline(&object).denials,
+            ["spec.prune.retention.keepLast: must not be negative, found -3"]
+        );
+    }
+
+    #[test]
+    fn secret_without_the_key_is_denied() {
+        let lookups = StaticLookups::default()
+            .with_secret("team-a", "backup-repo", &["pass"])
+            .with_secret("team-a", "backup-credentials", &["username", "password"]);
+        let verdict = online(&seed_schedule(), &lookups);
+        assert_eq!(
+            verdict.denials,
+            [
+                "spec.backend.repoPasswordSecretRef.key: Secret \"backup-repo\" has no key \"password\" (it has: pass)"
+            ]
+        );
+    }
+
+    #[test]
+    fn secret_not_yet_created_is_only_a_warning_once() {
+        let lookups = StaticLookups::default().with_secret("team-a", "backup-repo", &["password"]);
+        let verdict = online(&seed_schedule(), &lookups);
+        assert!(verdict.allowed(), "{verdict:?}");
+        assert_eq!(verdict.warnings.len(), 1, "{verdict:?}");
+        assert!(verdict.warnings[0].starts_with(
+            "spec.backend.s3.accessKeyIDSecretRef.name: Secret \"backup-credentials\" does not exist"
+        ));
+    }
+
+    #[test]
+    fn endpoint_without_scheme_or_host_is_denied() {
+        assert!(endpoint_problem("objects.example.com").is_some());
+        assert!(endpoint_problem("ftp://objects.example.com").is_some());
+        assert!(endpoint_problem("http://").is_some());
+        assert!(endpoint_problem("").is_some());
+        assert_eq!(endpoint_problem("https://objects.example.com"), None);
+        assert_eq!(endpoint_problem("http://10.144.1.224:9000"), None);
+    }
+
+    #[test]
+    fn bucket_names_s3_refuses_are_denied() {
+        for bad in [
+            "ab",
+            "Baas",
+            "192.168.1.1",
+            "my..bucket",
+            "-baas",
+            "baas-",
+            "b_as",
+            &"a".repeat(64),
+        ] {
+            assert!(bucket_problem(bad).is_some(), "{bad} should be refused");
+        }
+        for good in ["baas", "my.bucket-1", "123"] {
+            assert_eq!(bucket_problem(good), None, "{good} should pass");
+        }
+    }
+
+    #[test]
+    fn secret_ref_with_malformed_name_and_key_is_denied_twice() {
+        let mut object = seed_schedule();
+        object["spec"]["backend"]["repoPasswordSecretRef"] =
+            json!({"name": "Backup_Repo", "key": "pass word"});
+        let verdict = offline(&object);
+        assert_eq!(verdict.denials.len(), 2, "{verdict:?}");
+        assert!(verdict.denials[0].starts_with(
+            "spec.backend.repoPasswordSecretRef.name: \"Backup_Repo\" is not a valid name"
+        ));
+        assert!(verdict.denials[1].starts_with(
+            "spec.backend.repoPasswordSecretRef.key: \"pass word\" is not a valid Secret key"
+        ));
+    }
+
+    #[test]
+    fn legacy_password_ref_conflicting_is_denied() {
+        let mut object = seed_schedule();
+        object["spec"]["backend"]["s3"]["repoPasswordSecretRef"] =
+            json!({"name": "other", "key": "password"});
+        let verdict = offline(&object);
+        assert_eq!(verdict.denials.len(), 1);
+        assert!(
+            verdict.denials[0].starts_with("spec.backend.s3.repoPasswordSecretRef: conflicts with")
+        );
+    }
+
+    #[test]
+    fn backend_without_password_is_denied() {
+        let mut object = seed_schedule();
+        object["spec"]["backend"]
+            .as_object_mut()
+            .map(|b| b.remove("repoPasswordSecretRef"));
+        assert_eq!(offline(&object).denials.len(), 1);
+    }
+
+    fn restore(method: Value) -> Value {
+        let mut object = seed_schedule();
+        object["kind"] = json!("Restore");
+        let backend = object["spec"]["backend"].clone();
+        object["spec"] = json!({"backend": backend, "restoreMethod": method});
+        object
+    }
+
+    #[test]
+    fn restore_without_method_is_denied() {
+        assert_eq!(
+            offline(&restore(json!({}))).denials,
+            ["spec.restoreMethod: needs exactly one of s3 or pvc, found none"]
+        );
+    }
+
+    #[test]
+    fn restore_with_two_methods_is_denied() {
+        let s3 = json!({"endpoint": "http://s3:9000", "bucket": "restore",
+            "accessKeyIDSecretRef": {"name": "c", "key": "u"},
+            "secretAccessKeySecretRef": {"name": "c", "key": "p"}});
+        let verdict = offline(&restore(json!({"s3": s3, "pvc": {"claimName": "data"}})));
+        assert_eq!(
+            verdict.denials,
+            ["spec.restoreMethod: needs exactly one of s3 or pvc, found both"]
+        );
+    }
+
+    #[test]
+    fn restore_into_missing_or_unwritable_pvc_is_denied() {
+        let lookups = cluster()
+            .with_pvc(
+                "team-a",
+                PvcInfo {
+                    name: "ro".into(),
+                    access_modes: vec!["ReadOnlyMany".into()],
+                    bound: true,
+                    ..Default::default()
+                },
+            )
+            .with_pvc(
+                "team-a",
+                PvcInfo {
+                    name: "solo".into(),
+                    access_modes: vec!["ReadWriteOncePod".into()],
+                    bound: true,
+                    used_by: vec!["db-0".into()],
+                    ..Default::default()
+                },
+            )
+            .with_pvc(
+                "team-a",
+                PvcInfo {
+                    name: "data".into(),
+                    access_modes: vec!["ReadWriteOnce".into()],
+                    bound: true,
+                    ..Default::default()
+                },
+            );
+        let deny_for =
+            |claim: &str| online(&restore(json!({"pvc": {"claimName": claim}})), &lookups).denials;
+        assert!(deny_for("missing")[0].contains("does not exist"));
+        assert!(deny_for("ro")[0].contains("ReadOnlyMany"));
+        assert!(deny_for("solo")[0].contains("in use by pod db-0"));
+        assert!(deny_for("data").is_empty());
+    }
+
+    #[test]
+    fn backup_warns_about_pvcs_it_cannot_read() {
+        let lookups = cluster()
+            .with_pvc(
+                "team-a",
+                PvcInfo {
+                    name: "pending".into(),
+                    access_modes: vec!["ReadWriteOnce".into()],
+                    ..Default::default()
+                },
+            )
+            .with_pvc(
+                "team-a",
+                PvcInfo {
+                    name: "solo".into(),
+                    access_modes: vec!["ReadWriteOncePod".into()],
+                    bound: true,
+                    ..Default::default()
+                },
+            )
+            .with_pvc(
+                "team-a",
+                PvcInfo {
+                    name: "skipped".into(),
+                    excluded: true,
+                    ..Default::default()
+                },
+            );
+        let mut object = seed_schedule();
+        object["kind"] = json!("Backup");
+        let backend = object["spec"]["backend"].clone();
+        object["spec"] = json!({"backend": backend});
+        let verdict = online(&object, &lookups);
+        assert!(verdict.allowed());
+        assert_eq!(verdict.warnings.len(), 2, "{verdict:?}");
+        assert!(verdict.warnings[0].starts_with("persistentvolumeclaim/pending: is not bound"));
+        assert!(verdict.warnings[1].starts_with("persistentvolumeclaim/solo: is ReadWriteOncePod"));
+    }
+
+    #[test]
+    fn spec_of_wrong_shape_is_denied_with_field_path() {
+        let mut object = seed_schedule();
+        object["spec"]["backup"]["keepJobs"] = json!("ten");
+        let verdict = offline(&object);
+        assert_eq!(verdict.denials.len(), 1, "{verdict:?}");
+        assert!(
+            verdict.denials[0].starts_with("spec.backup.keepJobs: "),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn run_update_of_spec_is_denied_but_metadata_passes() {
+        let old = json!({"metadata": {"labels": {}}, "spec": {"a": 1}});
+        let relabelled = json!({"metadata": {"labels": {"x": "y"}}, "spec": {"a": 1}});
+        let changed = json!({"metadata": {}, "spec": {"a": 2}});
+        assert_eq!(validate_run_update("Backup", &old, &relabelled), None);
+        assert!(
+            validate_run_update("Backup", &old, &changed)
+                .is_some_and(|m| m.starts_with("spec: a Backup is a one-shot run"))
+        );
+    }
+}
