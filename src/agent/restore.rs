@@ -278,9 +278,13 @@ async fn restore_to_s3(
     let produced = producer
         .await
         .map_err(|e| Error::Restic(format!("archive task failed: {e}")))?;
-    // The producer's error explains an upload that stopped because its input broke.
-    let (files, bytes) = produced?;
-    let size = uploaded?;
+    // Whichever side stopped first holds the cause; the other only saw it stop.
+    let ((files, bytes), size) = match (produced, uploaded) {
+        (Ok(counts), Ok(size)) => (counts, size),
+        (Err(produced), Err(Error::Http(m))) if m == s3::INCOMPLETE => return Err(produced),
+        (_, Err(uploaded)) => return Err(uploaded),
+        (Err(produced), Ok(_)) => return Err(produced),
+    };
     tracing::info!(key, size, files, bytes, "uploaded the restore archive");
     Ok(Summary {
         total_files: Some(files),
@@ -295,7 +299,7 @@ fn write_archive(
     mut command: std::process::Command,
     path: &str,
     node: Option<Node>,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<s3::Chunk>,
 ) -> Result<(u64, u64)> {
     let mut child = command
         .spawn()

@@ -59,18 +59,31 @@ impl Destination {
     }
 }
 
+/// What the producer hands the uploader. The upload is completed only on `End`: a producer
+/// that fails and drops its sender leaves an aborted upload, never a truncated object.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// The next part.
+    Part(Vec<u8>),
+    /// The object is complete.
+    End,
+}
+
+/// The uploader's error when the producer stopped without `End`.
+pub const INCOMPLETE: &str = "the archive ended before it was complete";
+
 /// The producer side: a `std::io::Write` that cuts its input into parts and hands them to the
 /// uploader, blocking while the uploader is busy (backpressure instead of buffering).
 pub struct PartWriter {
     buf: Vec<u8>,
     part_size: usize,
     parts: usize,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Chunk>,
 }
 
 impl PartWriter {
     /// A writer feeding `tx`.
-    pub fn new(tx: mpsc::Sender<Vec<u8>>) -> Self {
+    pub fn new(tx: mpsc::Sender<Chunk>) -> Self {
         PartWriter {
             buf: Vec::with_capacity(FIRST_PART_SIZE),
             part_size: FIRST_PART_SIZE,
@@ -82,7 +95,7 @@ impl PartWriter {
     fn send(&mut self) -> std::io::Result<()> {
         let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_size));
         self.tx
-            .blocking_send(part)
+            .blocking_send(Chunk::Part(part))
             .map_err(|_| std::io::Error::other("the upload stopped"))?;
         self.parts += 1;
         if self.parts.is_multiple_of(PARTS_PER_SIZE) {
@@ -91,12 +104,14 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Sends the last part.
+    /// Sends the last part and marks the object complete.
     pub fn finish(mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() || self.parts == 0 {
             self.send()?;
         }
-        Ok(())
+        self.tx
+            .blocking_send(Chunk::End)
+            .map_err(|_| std::io::Error::other("the upload stopped"))
     }
 }
 
@@ -122,7 +137,7 @@ pub async fn upload(
     http: &reqwest::Client,
     destination: &Destination,
     key: &str,
-    mut parts: mpsc::Receiver<Vec<u8>>,
+    mut parts: mpsc::Receiver<Chunk>,
 ) -> Result<u64> {
     let bucket = destination.bucket()?;
     let credentials = destination.credentials()?;
@@ -138,7 +153,12 @@ pub async fn upload(
     let uploaded = async {
         let mut etags = Vec::new();
         let mut size = 0u64;
-        while let Some(part) = parts.recv().await {
+        loop {
+            let part = match parts.recv().await {
+                Some(Chunk::Part(part)) => part,
+                Some(Chunk::End) => break,
+                None => return Err(Error::Http(INCOMPLETE.into())),
+            };
             let number = u16::try_from(etags.len() + 1)
                 .map_err(|_| Error::Http("more than 65535 parts".into()))?;
             size += part.len() as u64;
@@ -245,15 +265,21 @@ mod tests {
     }
 
     #[test]
-    fn part_writer_cuts_parts_of_the_part_size_and_sends_the_rest_last() {
+    fn part_writer_cuts_parts_and_ends_with_the_rest_and_the_end_mark() {
         let (tx, mut rx) = mpsc::channel(8);
         let mut writer = PartWriter::new(tx);
         let data = vec![7u8; FIRST_PART_SIZE + 10];
         writer.write_all(&data).expect("channel has room");
         writer.finish().expect("channel has room");
-        let sizes: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|p| p.len())
+        let chunks: Vec<Chunk> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let sizes: Vec<usize> = chunks
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::Part(p) => Some(p.len()),
+                Chunk::End => None,
+            })
             .collect();
         assert_eq!(sizes, [FIRST_PART_SIZE, 10]);
+        assert_eq!(chunks.last(), Some(&Chunk::End));
     }
 }
