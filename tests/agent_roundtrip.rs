@@ -210,7 +210,7 @@ async fn volumes_restore_byte_identical_to_a_directory_and_to_s3() {
     assert_eq!(root.mtime(), 1_500_000_200);
 
     // To S3 as one .tar.gz whose root is the PVC's contents.
-    s3.create_bucket("downloads");
+    s3.create_bucket("downloads").await;
     let restore = Agent::new(&repository, "shop")
         .env("BAAS_RUN_NAME", Some("get-app"))
         .run(&[
@@ -259,7 +259,7 @@ async fn backup_command_dump_restores_to_s3_as_a_one_file_archive() {
     );
     assert_eq!(backup.report.snapshots[0].paths, ["/shop-db-0-mysql"]);
 
-    s3.create_bucket("downloads");
+    s3.create_bucket("downloads").await;
     let restore = Agent::new(&repository, "shop").run(&[
         "restore",
         "--path",

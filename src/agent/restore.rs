@@ -160,9 +160,8 @@ async fn restore_to_dir(ctx: &Context, snapshot: &Snapshot, path: &str, dir: &Pa
     let result = async {
         ctx.restic.run_ok(&args).await?;
         let source = staging.join(path.trim_start_matches('/'));
-        let blocking_source = source.clone();
         let blocking_dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || merge_root(&blocking_source, &blocking_dir))
+        tokio::task::spawn_blocking(move || merge_root(&source, &blocking_dir))
             .await
             .map_err(|e| Error::Restic(format!("restore task failed: {e}")))?
     }
@@ -172,12 +171,16 @@ async fn restore_to_dir(ctx: &Context, snapshot: &Snapshot, path: &str, dir: &Pa
             tracing::warn!(staging = %staging.display(), "cannot remove the staging directory: {e}");
         }
     }
-    result
+    // Last, since removing the staging directory touched the target's time.
+    match result? {
+        Some(root) => apply_dir_metadata(dir, &root),
+        None => Ok(()),
+    }
 }
 
-/// Moves the contents of `source` into `dir` and gives `dir` the mode, owner and times of
-/// `source`, as if the snapshot's directory had been restored in its place.
-fn merge_root(source: &Path, dir: &Path) -> Result<()> {
+/// Moves the contents of `source` into `dir`; returns the metadata of `source` when it is a
+/// directory, for the caller to give `dir` its mode, owner and times at the very end.
+fn merge_root(source: &Path, dir: &Path) -> Result<Option<fs::Metadata>> {
     let meta = fs::symlink_metadata(source).map_err(|e| Error::Io {
         path: source.display().to_string(),
         source: e,
@@ -185,10 +188,11 @@ fn merge_root(source: &Path, dir: &Path) -> Result<()> {
     if !meta.is_dir() {
         // A single file: it keeps its name inside the target directory.
         let name = source.file_name().unwrap_or_default();
-        return move_entry(source, &dir.join(name));
+        move_entry(source, &dir.join(name))?;
+        return Ok(None);
     }
     merge_dir(source, dir)?;
-    apply_dir_metadata(dir, &meta)
+    Ok(Some(meta))
 }
 
 fn merge_dir(source: &Path, dir: &Path) -> Result<()> {

@@ -143,12 +143,21 @@ pub async fn upload(
     let credentials = destination.credentials()?;
     let url = CreateMultipartUpload::new(&bucket, Some(&credentials), key).sign(SIGNATURE_LIFETIME);
     let body = send(http.post(url), "starting the upload").await?;
-    let created = CreateMultipartUpload::parse_response(&body).map_err(|e| {
-        Error::Http(format!(
-            "S3 gave an unexpected answer to CreateMultipartUpload: {e}"
-        ))
-    })?;
-    let upload_id = created.upload_id().to_string();
+    // Read the one field needed instead of the whole document: S3 implementations differ in
+    // the root element's name (rclone answers `InitiateMultipartUpload`).
+    let upload_id = xml_field(&body, "UploadId")
+        .map(|id| {
+            id.replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .ok_or_else(|| {
+            Error::Http(format!(
+                "S3 gave no UploadId when starting the upload: {}",
+                shorten(&body)
+            ))
+        })?;
 
     let uploaded = async {
         let mut etags = Vec::new();
@@ -234,15 +243,17 @@ async fn check_status(response: reqwest::Response, what: &str) -> Result<reqwest
     )))
 }
 
+/// The text of the first `<tag>` element of an XML document.
+fn xml_field(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find("</")? + start;
+    Some(body[start..end].to_string())
+}
+
 /// The S3 error code and message from an XML error document, or its first characters.
 fn shorten(body: &str) -> String {
-    let field = |tag: &str| {
-        let open = format!("<{tag}>");
-        let start = body.find(&open)? + open.len();
-        let end = body[start..].find("</")? + start;
-        Some(body[start..end].to_string())
-    };
-    match (field("Code"), field("Message")) {
+    match (xml_field(body, "Code"), xml_field(body, "Message")) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code,
         _ => body.chars().take(300).collect(),
@@ -262,6 +273,16 @@ mod tests {
             shorten(body),
             "NoSuchBucket: The specified bucket does not exist"
         );
+    }
+
+    #[test]
+    fn upload_id_is_read_whatever_the_root_element_is_called() {
+        for root in ["InitiateMultipartUploadResult", "InitiateMultipartUpload"] {
+            let body = format!(
+                "<{root}><Bucket>b</Bucket><Key>k</Key><UploadId>abc-1</UploadId></{root}>"
+            );
+            assert_eq!(xml_field(&body, "UploadId").as_deref(), Some("abc-1"));
+        }
     }
 
     #[test]

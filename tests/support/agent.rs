@@ -129,15 +129,26 @@ impl S3Server {
         format!("s3:{}/{bucket}", self.endpoint)
     }
 
-    /// Creates an empty bucket (for restore targets).
-    pub fn create_bucket(&self, bucket: &str) {
-        let dir = self._dir.path().join(bucket);
-        std::fs::create_dir_all(dir).expect("bucket directory");
+    /// Creates an empty bucket (for restore targets) through the S3 API.
+    pub async fn create_bucket(&self, bucket: &str) {
+        use rusty_s3::S3Action;
+        let (bucket, credentials) = self.bucket(bucket);
+        let url = bucket
+            .create_bucket(&credentials)
+            .sign(Duration::from_secs(600));
+        let response = reqwest::Client::new()
+            .put(url)
+            .send()
+            .await
+            .expect("PUT bucket");
+        assert!(
+            response.status().is_success(),
+            "create bucket: {}",
+            response.status()
+        );
     }
 
-    /// Reads an object.
-    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        use rusty_s3::S3Action;
+    fn bucket(&self, bucket: &str) -> (rusty_s3::Bucket, rusty_s3::Credentials) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let bucket = rusty_s3::Bucket::new(
             self.endpoint.parse().expect("endpoint URL"),
@@ -146,7 +157,13 @@ impl S3Server {
             "us-east-1",
         )
         .expect("bucket");
-        let credentials = rusty_s3::Credentials::new(ACCESS_KEY, SECRET_KEY);
+        (bucket, rusty_s3::Credentials::new(ACCESS_KEY, SECRET_KEY))
+    }
+
+    /// Reads an object.
+    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        use rusty_s3::S3Action;
+        let (bucket, credentials) = self.bucket(bucket);
         let url = bucket
             .get_object(Some(&credentials), key)
             .sign(Duration::from_secs(600));
