@@ -31,6 +31,8 @@ pub enum LogFormat {
 }
 
 /// The subcommands of `baas`.
+// Parsed once at start-up: boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the admission webhook and the reconciler (the normal deployment).

@@ -44,7 +44,7 @@ fn unreadable_directory_makes_a_partial_backup_that_names_it() {
 
     let outcome = Agent::new(&repository, "shop")
         .volumes(data.path())
-        .as_nobody()
+        .unprivileged()
         .run(&["backup"]);
 
     assert_eq!(

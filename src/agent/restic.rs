@@ -334,13 +334,13 @@ impl Restic {
         let tail = tokio::spawn(stderr_tail(stderr));
         let mut lines = BoundedLines::new(stdout);
         while let Some(line) = lines.next().await {
-            if let Ok(node) = serde_json::from_str::<Node>(&line) {
-                if node.path == path {
-                    // The rest of the listing is not needed.
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                    return Ok(Some(node));
-                }
+            if let Ok(node) = serde_json::from_str::<Node>(&line)
+                && node.path == path
+            {
+                // The rest of the listing is not needed.
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Ok(Some(node));
             }
         }
         let status = child.wait().await.ok().and_then(|s| s.code());

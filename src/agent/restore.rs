@@ -166,10 +166,10 @@ async fn restore_to_dir(ctx: &Context, snapshot: &Snapshot, path: &str, dir: &Pa
             .map_err(|e| Error::Restic(format!("restore task failed: {e}")))?
     }
     .await;
-    if let Err(e) = fs::remove_dir_all(&staging) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(staging = %staging.display(), "cannot remove the staging directory: {e}");
-        }
+    if let Err(e) = fs::remove_dir_all(&staging)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(staging = %staging.display(), "cannot remove the staging directory: {e}");
     }
     // Last, since removing the staging directory touched the target's time.
     match result? {

@@ -312,7 +312,7 @@ impl Agent {
     }
 
     /// Runs the agent as user and group 65534 (nobody), as an unprivileged Job would.
-    pub fn as_nobody(mut self) -> Agent {
+    pub fn unprivileged(mut self) -> Agent {
         self.nobody = true;
         self
     }
