@@ -31,6 +31,8 @@ pub enum LogFormat {
 }
 
 /// The subcommands of `baas`.
+// Parsed once at start-up: boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the admission webhook and the reconciler (the normal deployment).
@@ -133,6 +135,13 @@ pub struct AgentArgs {
     /// The restic binary.
     #[arg(long, env = "BAAS_RESTIC", default_value = "restic", global = true)]
     pub restic: PathBuf,
+    /// Name of the Schedule that started the run, if any; a label of the pushed metrics.
+    #[arg(long, env = "BAAS_SCHEDULE", global = true)]
+    pub schedule: Option<String>,
+    /// How backup commands reach their pods: through the Kubernetes exec API, or (for tests
+    /// and benchmarks without a cluster) as `sh -c` in the agent's own container.
+    #[arg(long, env = "BAAS_EXEC_MODE", value_enum, default_value_t = ExecMode::Kube, global = true)]
+    pub exec_mode: ExecMode,
     /// Where the run report goes (the container's termination message).
     #[arg(
         long,
@@ -141,6 +150,15 @@ pub struct AgentArgs {
         global = true
     )]
     pub report_file: PathBuf,
+}
+
+/// Where `baas agent backup` runs backup commands.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecMode {
+    /// Inside the annotated pod, through the Kubernetes exec API.
+    Kube,
+    /// Locally with `sh -c`, ignoring pod and container (tests and benchmarks).
+    Local,
 }
 
 /// The operations of `baas agent`.

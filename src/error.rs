@@ -29,6 +29,12 @@ pub enum Error {
     /// A restic invocation failed.
     #[error("restic: {0}")]
     Restic(String),
+    /// A backup command could not be run in its pod, or failed there.
+    #[error("backup command: {0}")]
+    Exec(String),
+    /// An HTTP server (an S3 endpoint, a Pushgateway) refused a request or could not be reached.
+    #[error("{0}")]
+    Http(String),
     /// A subcommand that this build does not provide yet.
     #[error("`baas {0}` is not available in this build yet")]
     NotImplemented(&'static str),
@@ -44,6 +50,8 @@ impl Error {
             Error::Serialization(_) => "serialization",
             Error::Tls(_) => "tls",
             Error::Restic(_) => "restic",
+            Error::Exec(_) => "exec",
+            Error::Http(_) => "http",
             Error::NotImplemented(_) => "not_implemented",
         }
     }

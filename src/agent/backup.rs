@@ -1,0 +1,499 @@
+//! `baas agent backup`: every PVC directory under the data directory into one snapshot, then
+//! each backup command's stdout streamed into a snapshot of its own.
+//!
+//! A failed backup command never leaves a snapshot that looks like a good dump: restic's stdin
+//! stays open until the command's exit status is known, and restic is killed (not allowed to
+//! commit) when the command failed or its stream broke.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::Context;
+use super::exec::{PodExec, capture_bounded};
+use super::restic::{self, BackupOutput, EXIT_PARTIAL, UnreadableItem};
+use crate::crd::{RunState, SnapshotRef, Summary};
+use crate::report::RunReport;
+use crate::{Error, Result};
+
+/// Bytes of a failed command's stderr quoted in the report.
+const COMMAND_STDERR_LIMIT: usize = 1024;
+/// Copy buffer between the command's stdout and restic's stdin.
+const PUMP_BUFFER: usize = 256 << 10;
+
+/// One entry of `BAAS_BACKUP_COMMANDS`.
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BackupCommand {
+    /// Pod the command runs in.
+    pub pod: String,
+    /// Container the command runs in; the pod's first when absent.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Shell command whose stdout is the backup.
+    pub command: String,
+}
+
+impl BackupCommand {
+    /// The file name of the dump inside the snapshot: `/<namespace>-<pod>-<container>`.
+    pub fn stdin_filename(&self, namespace: &str) -> String {
+        match &self.container {
+            Some(container) => format!("/{namespace}-{}-{container}", self.pod),
+            None => format!("/{namespace}-{}", self.pod),
+        }
+    }
+}
+
+/// Parses `BAAS_BACKUP_COMMANDS`; absent or empty means none.
+pub fn parse_commands(json: Option<&str>) -> Result<Vec<BackupCommand>> {
+    match json.map(str::trim) {
+        None | Some("") => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            Error::InvalidSpec(format!(
+                "BAAS_BACKUP_COMMANDS is not a list of commands: {e}"
+            ))
+        }),
+    }
+}
+
+/// The outcome of one part of a backup (the volumes, or one command).
+struct Part {
+    /// What was backed up, for messages.
+    what: String,
+    snapshot: Option<SnapshotRef>,
+    summary: Summary,
+    /// Unreadable files (partial part) or the reason of a failure.
+    errors: Vec<String>,
+    failed: bool,
+}
+
+/// Runs the backup and reports on it.
+pub async fn run<E: PodExec>(
+    ctx: &Context,
+    exec: &E,
+    commands: &[BackupCommand],
+) -> Result<RunReport> {
+    ctx.restic.open(true).await?;
+    let unlocked = ctx.restic.unlock().await?;
+    let volumes = list_volumes(&ctx.data_dir)?;
+    let mut parts = Vec::new();
+    if !volumes.is_empty() {
+        parts.push(backup_volumes(ctx, &volumes).await?);
+    }
+    for command in commands {
+        parts.push(backup_command(ctx, exec, command).await);
+    }
+    Ok(combine(parts, unlocked, &ctx.data_dir))
+}
+
+/// Subdirectories of the data directory, one per mounted PVC, sorted.
+fn list_volumes(data_dir: &Path) -> Result<Vec<PathBuf>> {
+    let io = |source| Error::Io {
+        path: data_dir.display().to_string(),
+        source,
+    };
+    let mut volumes = Vec::new();
+    match std::fs::read_dir(data_dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(io)?;
+                if entry.file_type().map_err(io)?.is_dir() {
+                    volumes.push(entry.path());
+                }
+            }
+        }
+        // No volumes mounted: a backup of backup commands only.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    volumes.sort();
+    Ok(volumes)
+}
+
+fn tag_args(ctx: &Context) -> Vec<String> {
+    let mut args = vec!["--tag".to_string(), "baas".to_string()];
+    if let Some(run) = &ctx.run_name {
+        args.push("--tag".into());
+        args.push(format!("run={run}"));
+    }
+    args
+}
+
+async fn backup_volumes(ctx: &Context, volumes: &[PathBuf]) -> Result<Part> {
+    let mut args: Vec<String> = ["backup", "--json", "--host", &ctx.namespace]
+        .map(String::from)
+        .to_vec();
+    args.extend(tag_args(ctx));
+    // Absolute paths: in the pod the data directory is /data, so the snapshot holds exactly
+    // /data/<pvc>, which is what `restic restore` and `restic mount` users look for.
+    args.extend(volumes.iter().map(|v| v.display().to_string()));
+    let what = volumes
+        .iter()
+        .map(|v| v.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut child = ctx.restic.spawn(&mut ctx.restic.command(&args))?;
+    let stdout = child.stdout.take().expect("stdout is piped by command()");
+    let stderr = child.stderr.take().expect("stderr is piped by command()");
+    let mut output = restic::read_backup_output(stdout, stderr).await;
+    output.code = child.wait().await.ok().and_then(|s| s.code());
+    finish_part(ctx, what, output).await
+}
+
+/// Turns restic's backup output into a part: Succeeded (0), partial (3), or failed.
+async fn finish_part(ctx: &Context, what: String, output: BackupOutput) -> Result<Part> {
+    let written = matches!(output.code, Some(0) | Some(EXIT_PARTIAL));
+    let Some(summary) = output.summary.filter(|_| written) else {
+        return Ok(Part {
+            errors: vec![format!(
+                "{what}: {}",
+                restic::explain(&output.stderr_tail, "", output.code)
+            )],
+            what,
+            snapshot: None,
+            summary: Summary::default(),
+            failed: true,
+        });
+    };
+    let snapshot = ctx.restic.snapshot(&summary.snapshot_id).await?;
+    let errors = output.unreadable.iter().map(describe_unreadable).collect();
+    Ok(Part {
+        what,
+        snapshot: Some(SnapshotRef {
+            id: snapshot.id,
+            paths: snapshot.paths,
+        }),
+        summary: summary.to_summary(),
+        errors,
+        failed: false,
+    })
+}
+
+/// restic 0.14 reports unreadable items without the cause; the agent, reading with the same
+/// rights, asks the file system once more so the message says why.
+fn describe_unreadable(item: &UnreadableItem) -> String {
+    let path = Path::new(&item.item);
+    let cause = match std::fs::symlink_metadata(path) {
+        Err(e) => Some(e),
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path).err(),
+        Ok(meta) if meta.is_file() => std::fs::File::open(path).err(),
+        Ok(_) => None,
+    };
+    match cause {
+        Some(cause) => format!("{}: not backed up: {cause}", item.item),
+        None => format!(
+            "{}: not backed up: could not be read during {}",
+            item.item, item.during
+        ),
+    }
+}
+
+async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, command: &BackupCommand) -> Part {
+    let filename = command.stdin_filename(&ctx.namespace);
+    let what = format!(
+        "backup command in pod {}{}",
+        command.pod,
+        command
+            .container
+            .as_deref()
+            .map(|c| format!(", container {c}"))
+            .unwrap_or_default()
+    );
+    let failed = |reason: String| Part {
+        errors: vec![format!("{what}: {reason}")],
+        what: what.clone(),
+        snapshot: None,
+        summary: Summary::default(),
+        failed: true,
+    };
+    match stream_command(ctx, exec, command, &filename).await {
+        Ok(output) => match finish_part(ctx, what.clone(), output).await {
+            Ok(part) => part,
+            Err(e) => failed(e.to_string()),
+        },
+        Err(reason) => failed(reason),
+    }
+}
+
+/// Streams the command's stdout into `restic backup --stdin`. `Err` carries why nothing was
+/// stored.
+async fn stream_command<E: PodExec>(
+    ctx: &Context,
+    exec: &E,
+    command: &BackupCommand,
+    filename: &str,
+) -> std::result::Result<BackupOutput, String> {
+    let mut session = exec
+        .exec(&command.pod, command.container.as_deref(), &command.command)
+        .await?;
+    let mut args: Vec<String> = [
+        "backup",
+        "--json",
+        "--host",
+        &ctx.namespace,
+        "--stdin",
+        "--stdin-filename",
+        filename,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(tag_args(ctx));
+    let mut restic_command = ctx.restic.command(&args);
+    restic_command.stdin(std::process::Stdio::piped());
+    let mut child = ctx
+        .restic
+        .spawn(&mut restic_command)
+        .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().expect("stdin is piped above");
+    let output = tokio::spawn(restic::read_backup_output(
+        child.stdout.take().expect("stdout is piped by command()"),
+        child.stderr.take().expect("stderr is piped by command()"),
+    ));
+    let stderr = tokio::spawn(capture_bounded(session.stderr, COMMAND_STDERR_LIMIT));
+
+    let pumped = pump(&mut session.stdout, &mut stdin).await;
+    let outcome = match pumped {
+        Ok(_) => session.finished.await,
+        Err(Pump::Read(e)) => Err(format!("reading the command's output failed: {e}")),
+        // restic stopped reading: its own error explains why.
+        Err(Pump::Write(e)) => {
+            tracing::debug!("restic stopped reading the command's output: {e}");
+            Ok(())
+        }
+    };
+    if let Err(reason) = outcome {
+        // restic has not seen the end of its input, so it has written no snapshot; killing
+        // it keeps the truncated dump out of the repository.
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let written = output.await.ok().and_then(|o| o.summary);
+        if let Some(summary) = written {
+            // Defensive: should restic have committed anyway, the dump must not survive.
+            let _ = ctx.restic.forget(&[summary.snapshot_id]).await;
+        }
+        let _ = ctx.restic.unlock().await;
+        let stderr = tokio::time::timeout(std::time::Duration::from_secs(5), stderr)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        let stderr = if stderr.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {stderr}")
+        };
+        return Err(format!(
+            "`{}` failed: {reason}{stderr}; nothing was stored for it",
+            command.command
+        ));
+    }
+    drop(stdin);
+    let code = child.wait().await.ok().and_then(|s| s.code());
+    let mut output = output
+        .await
+        .map_err(|e| format!("reading restic's output failed: {e}"))?;
+    output.code = code;
+    Ok(output)
+}
+
+enum Pump {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copies `from` into `to` through one fixed buffer: memory stays constant for any size.
+async fn pump(
+    from: &mut (impl AsyncRead + Unpin + ?Sized),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> std::result::Result<u64, Pump> {
+    let mut buf = vec![0u8; PUMP_BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf).await.map_err(Pump::Read)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await.map_err(Pump::Write)?;
+        total += n as u64;
+    }
+}
+
+fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
+}
+
+fn combine(parts: Vec<Part>, unlocked: usize, data_dir: &Path) -> RunReport {
+    let mut report = RunReport::default();
+    let mut failed = Vec::new();
+    let mut partial = Vec::new();
+    let mut failure_errors = Vec::new();
+    let mut file_errors = Vec::new();
+    for part in parts {
+        if part.failed {
+            failed.push(part.what.clone());
+        } else if !part.errors.is_empty() {
+            partial.push(part.what.clone());
+        }
+        // Failures first: they matter more than single unreadable files.
+        if part.failed {
+            failure_errors.extend(part.errors);
+        } else {
+            file_errors.extend(part.errors);
+        }
+        if let Some(snapshot) = part.snapshot {
+            report.snapshots.push(snapshot);
+        }
+        let s = &mut report.summary;
+        let p = part.summary;
+        s.files_new = add(s.files_new, p.files_new);
+        s.files_changed = add(s.files_changed, p.files_changed);
+        s.files_unmodified = add(s.files_unmodified, p.files_unmodified);
+        s.total_files = add(s.total_files, p.total_files);
+        s.total_bytes = add(s.total_bytes, p.total_bytes);
+        s.bytes_added = add(s.bytes_added, p.bytes_added);
+    }
+    report.errors = failure_errors;
+    report.errors.extend(file_errors);
+    let written = report.snapshots.len();
+    let (state, mut message) = if written == 0 && failed.is_empty() {
+        (
+            RunState::Succeeded,
+            format!(
+                "nothing to back up: no volume under {} and no backup command",
+                data_dir.display()
+            ),
+        )
+    } else if written == 0 {
+        (
+            RunState::Failed,
+            format!("backup failed: {}", report.errors.join("; ")),
+        )
+    } else if failed.is_empty() && partial.is_empty() {
+        (
+            RunState::Succeeded,
+            format!("backed up {written} snapshot(s)"),
+        )
+    } else {
+        let mut why = Vec::new();
+        if !failed.is_empty() {
+            why.push(format!("failed: {}", failed.join(", ")));
+        }
+        if !partial.is_empty() {
+            why.push(format!(
+                "files that could not be read are missing from: {}",
+                partial.join(", ")
+            ));
+        }
+        (
+            RunState::PartiallySucceeded,
+            format!(
+                "backed up {written} snapshot(s), partially: {}",
+                why.join("; ")
+            ),
+        )
+    };
+    if unlocked > 0 {
+        message.push_str(&format!(
+            " (removed {unlocked} stale lock(s) left by an earlier run)"
+        ));
+    }
+    report.state = Some(state);
+    report.message = message;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(what: &str, snapshot: bool, errors: &[&str], failed: bool) -> Part {
+        Part {
+            what: what.into(),
+            snapshot: snapshot.then(|| SnapshotRef {
+                id: format!("{what}-id"),
+                paths: vec![],
+            }),
+            summary: Summary {
+                total_files: Some(2),
+                bytes_added: Some(10),
+                ..Summary::default()
+            },
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+            failed,
+        }
+    }
+
+    #[test]
+    fn commands_json_with_and_without_container_parses() {
+        let commands = parse_commands(Some(
+            r#"[{"pod":"db-0","container":"mysql","command":"mysqldump"},{"pod":"x","command":"cat"}]"#,
+        ))
+        .expect("valid JSON");
+        assert_eq!(commands[0].stdin_filename("ns"), "/ns-db-0-mysql");
+        assert_eq!(commands[1].stdin_filename("ns"), "/ns-x");
+        assert!(parse_commands(None).expect("absent is none").is_empty());
+        assert!(parse_commands(Some("{")).is_err());
+    }
+
+    #[test]
+    fn all_parts_written_succeeds_and_sums_figures() {
+        let report = combine(
+            vec![
+                part("volumes", true, &[], false),
+                part("cmd", true, &[], false),
+            ],
+            0,
+            Path::new("/data"),
+        );
+        assert_eq!(report.state, Some(RunState::Succeeded));
+        assert_eq!(report.snapshots.len(), 2);
+        assert_eq!(report.summary.total_files, Some(4));
+        assert_eq!(report.summary.bytes_added, Some(20));
+    }
+
+    #[test]
+    fn failed_command_next_to_written_volumes_is_partial_with_the_reason() {
+        let report = combine(
+            vec![
+                part("volumes", true, &[], false),
+                part("cmd", false, &["cmd: `dump` failed: exit 1"], true),
+            ],
+            1,
+            Path::new("/data"),
+        );
+        assert_eq!(report.state, Some(RunState::PartiallySucceeded));
+        assert_eq!(report.errors, vec!["cmd: `dump` failed: exit 1"]);
+        assert!(report.message.contains("failed: cmd"), "{}", report.message);
+        assert!(report.message.contains("stale lock"), "{}", report.message);
+    }
+
+    #[test]
+    fn only_failed_parts_fail_the_run() {
+        let report = combine(
+            vec![part("cmd", false, &["cmd: broke"], true)],
+            0,
+            Path::new("/data"),
+        );
+        assert_eq!(report.state, Some(RunState::Failed));
+        assert!(report.message.contains("cmd: broke"));
+    }
+
+    #[test]
+    fn unreadable_files_make_the_run_partial() {
+        let report = combine(
+            vec![part(
+                "volumes",
+                true,
+                &["/data/a/x: permission denied"],
+                false,
+            )],
+            0,
+            Path::new("/data"),
+        );
+        assert_eq!(report.state, Some(RunState::PartiallySucceeded));
+        assert_eq!(report.errors.len(), 1);
+    }
+}

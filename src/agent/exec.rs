@@ -1,0 +1,196 @@
+//! Running a backup command and streaming its output. [`PodExec`] hides where the command
+//! runs: [`KubeExec`] uses the Kubernetes exec API (what Jobs use), [`LocalExec`] runs it with
+//! `sh -c` next to the agent (tests and benchmarks without a cluster).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Stdio;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// A command started somewhere, with its output streams and its outcome.
+pub struct ExecSession {
+    /// The command's stdout: the data to back up.
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    /// The command's stderr.
+    pub stderr: Pin<Box<dyn AsyncRead + Send>>,
+    /// Resolves when the command has ended: `Ok` only for a reported exit status of 0.
+    /// A stream that broke before an exit status arrived is an error.
+    pub finished: Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
+}
+
+/// Starts commands in pods.
+pub trait PodExec: Send + Sync {
+    /// Starts `sh -c <command>` in `container` of `pod` (the first container when `None`).
+    fn exec(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        command: &str,
+    ) -> impl Future<Output = Result<ExecSession, String>> + Send;
+}
+
+/// Runs commands in pods of one namespace through the Kubernetes exec API.
+pub struct KubeExec {
+    pods: Api<Pod>,
+}
+
+impl KubeExec {
+    /// Exec into pods of `namespace`.
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        KubeExec {
+            pods: Api::namespaced(client, namespace),
+        }
+    }
+}
+
+impl PodExec for KubeExec {
+    async fn exec(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        command: &str,
+    ) -> Result<ExecSession, String> {
+        let mut params = AttachParams::default()
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        if let Some(container) = container {
+            params = params.container(container);
+        }
+        let mut attached = self
+            .pods
+            .exec(pod, ["sh", "-c", command], &params)
+            .await
+            .map_err(|e| format!("cannot exec into pod {pod}: {e}"))?;
+        let stdout = attached
+            .stdout()
+            .ok_or("the exec API gave no stdout stream")?;
+        let stderr = attached
+            .stderr()
+            .ok_or("the exec API gave no stderr stream")?;
+        let status = attached
+            .take_status()
+            .ok_or("the exec API gave no status channel")?;
+        let finished = async move {
+            let status = status.await;
+            // The connection task has done its work once the status arrived (or was lost).
+            let joined = attached.join().await;
+            match status {
+                Some(status) if status.status.as_deref() == Some("Success") => Ok(()),
+                Some(status) => Err(status
+                    .message
+                    .or(status.reason)
+                    .unwrap_or_else(|| "the command failed".into())),
+                None => Err(match joined {
+                    Err(e) => format!("the exec stream broke: {e}"),
+                    Ok(()) => "the exec stream ended without an exit status".into(),
+                }),
+            }
+        };
+        Ok(ExecSession {
+            stdout: Box::pin(stdout),
+            stderr: Box::pin(stderr),
+            finished: Box::pin(finished),
+        })
+    }
+}
+
+/// Runs commands with `sh -c` on this machine; pod and container are ignored.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalExec;
+
+impl PodExec for LocalExec {
+    async fn exec(
+        &self,
+        _pod: &str,
+        _container: Option<&str>,
+        command: &str,
+    ) -> Result<ExecSession, String> {
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start sh: {e}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let finished = async move {
+            let status = child.wait().await.map_err(|e| e.to_string())?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(match status.code() {
+                    Some(code) => format!("command terminated with non-zero exit code: {code}"),
+                    None => "command was killed by a signal".into(),
+                })
+            }
+        };
+        Ok(ExecSession {
+            stdout: Box::pin(stdout),
+            stderr: Box::pin(stderr),
+            finished: Box::pin(finished),
+        })
+    }
+}
+
+/// The first `limit` bytes of `reader` as text; the rest is read and dropped so the command
+/// never blocks on a full stderr pipe.
+pub async fn capture_bounded(mut reader: impl AsyncRead + Unpin, limit: usize) -> String {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut more = false;
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = limit.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                more |= n > room;
+            }
+        }
+    }
+    let mut text = String::from_utf8_lossy(&kept).trim().to_string();
+    if more {
+        text.push_str(" [...]");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_exec_reports_non_zero_exit() {
+        let mut session = LocalExec
+            .exec("pod", None, "echo out; echo err >&2; exit 7")
+            .await
+            .expect("sh starts");
+        let mut out = String::new();
+        session
+            .stdout
+            .read_to_string(&mut out)
+            .await
+            .expect("stdout reads");
+        let err = capture_bounded(session.stderr, 100).await;
+        assert_eq!(out, "out\n");
+        assert_eq!(err, "err");
+        let outcome = session.finished.await;
+        assert_eq!(
+            outcome,
+            Err("command terminated with non-zero exit code: 7".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn captured_stderr_is_bounded() {
+        let text = capture_bounded("a".repeat(10_000).as_bytes(), 16).await;
+        assert_eq!(text, format!("{} [...]", "a".repeat(16)));
+    }
+}

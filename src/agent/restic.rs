@@ -1,0 +1,618 @@
+//! A typed wrapper around the `restic` binary (0.14 and later). Every invocation reads only
+//! what it needs from restic's output: JSON lines are parsed one at a time with a bounded line
+//! length, stdout that must be parsed whole (`snapshots`, `forget`) is capped, and stderr is kept
+//! as a short tail for error messages, so memory stays flat however much restic prints.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::crd::Summary;
+use crate::{Error, Result};
+
+/// Largest stdout that is collected whole (the JSON of `snapshots` or `forget`): about
+/// 150 000 snapshots, far beyond any sane repository.
+const STDOUT_LIMIT: usize = 64 << 20;
+/// Longest line kept from restic's output; longer lines are cut (never buffered whole).
+const LINE_LIMIT: usize = 64 << 10;
+/// Lines of stderr kept for error messages.
+const STDERR_TAIL_LINES: usize = 40;
+/// Unreadable items kept from one backup; the report is trimmed further to fit.
+const ERROR_ITEMS_LIMIT: usize = 1000;
+
+/// Exit code restic uses when it wrote a snapshot but could not read some files.
+pub const EXIT_PARTIAL: i32 = 3;
+
+/// How to call restic for one repository.
+#[derive(Clone, Debug)]
+pub struct Restic {
+    binary: PathBuf,
+    repository: String,
+}
+
+/// One snapshot as `restic snapshots --json` lists it.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Full ID.
+    pub id: String,
+    /// The first 8 characters of the ID.
+    pub short_id: String,
+    /// When the snapshot was taken (RFC 3339).
+    pub time: String,
+    /// Paths given to `restic backup`.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// restic's host name: the namespace.
+    #[serde(default)]
+    pub hostname: String,
+    /// Tags of the snapshot.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Snapshot {
+    /// The snapshot's time as a timestamp; unparseable times sort first.
+    pub fn timestamp(&self) -> jiff::Timestamp {
+        self.time.parse().unwrap_or(jiff::Timestamp::MIN)
+    }
+}
+
+/// The `summary` message of `restic backup --json`.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct BackupSummary {
+    /// Files new since the parent snapshot.
+    #[serde(default)]
+    pub files_new: u64,
+    /// Files changed since the parent snapshot.
+    #[serde(default)]
+    pub files_changed: u64,
+    /// Files unchanged since the parent snapshot.
+    #[serde(default)]
+    pub files_unmodified: u64,
+    /// Bytes added to the repository.
+    #[serde(default)]
+    pub data_added: u64,
+    /// All files read.
+    #[serde(default)]
+    pub total_files_processed: u64,
+    /// All bytes read.
+    #[serde(default)]
+    pub total_bytes_processed: u64,
+    /// ID of the new snapshot (restic 0.14 gives only the short form).
+    #[serde(default)]
+    pub snapshot_id: String,
+}
+
+impl BackupSummary {
+    /// restic's figures in the CRD's terms.
+    pub fn to_summary(&self) -> Summary {
+        Summary {
+            files_new: Some(self.files_new),
+            files_changed: Some(self.files_changed),
+            files_unmodified: Some(self.files_unmodified),
+            total_files: Some(self.total_files_processed),
+            total_bytes: Some(self.total_bytes_processed),
+            bytes_added: Some(self.data_added),
+            ..Summary::default()
+        }
+    }
+}
+
+/// An item restic could not read during a backup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnreadableItem {
+    /// The file or directory.
+    pub item: String,
+    /// The phase restic was in (`scan`, `archival`).
+    pub during: String,
+}
+
+/// What `restic backup --json` reported.
+#[derive(Debug, Default)]
+pub struct BackupOutput {
+    /// restic's exit code; `None` when it was killed.
+    pub code: Option<i32>,
+    /// The summary, when a snapshot was written.
+    pub summary: Option<BackupSummary>,
+    /// Items that could not be read, once each.
+    pub unreadable: Vec<UnreadableItem>,
+    /// The last lines of stderr that were not JSON messages.
+    pub stderr_tail: String,
+}
+
+/// What a finished restic invocation left behind.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit code; `None` when restic was killed by a signal.
+    pub code: Option<i32>,
+    /// stdout, at most [`STDOUT_LIMIT`] bytes.
+    pub stdout: Vec<u8>,
+    /// The last lines of stderr.
+    pub stderr_tail: String,
+}
+
+impl Restic {
+    /// restic at `binary` working on `repository`; everything else (password, S3 keys, cache
+    /// directory) comes from the environment restic inherits.
+    pub fn new(binary: impl Into<PathBuf>, repository: impl Into<String>) -> Self {
+        Restic {
+            binary: binary.into(),
+            repository: repository.into(),
+        }
+    }
+
+    /// The restic binary.
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
+    /// The repository this wrapper works on.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// A restic command for `args`, with piped stdout and stderr and no stdin. The child is
+    /// killed when its handle is dropped, so an aborted run leaves no stray restic behind.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--repo")
+            .arg(&self.repository)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Starts `command`, naming the binary when it cannot be started.
+    pub fn spawn(&self, command: &mut Command) -> Result<Child> {
+        command.spawn().map_err(|e| {
+            Error::Restic(format!(
+                "cannot start {}: {e} (is restic installed?)",
+                self.binary.display()
+            ))
+        })
+    }
+
+    /// Runs restic with `args` to the end and collects its (bounded) output.
+    pub async fn run<I, S>(&self, args: I) -> Result<Finished>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut child = self.spawn(&mut self.command(args))?;
+        let stdout = child.stdout.take().expect("stdout is piped by command()");
+        let stderr = child.stderr.take().expect("stderr is piped by command()");
+        let (stdout, stderr_tail) = tokio::join!(read_capped(stdout), stderr_tail(stderr));
+        let status = child.wait().await.map_err(|e| Error::Io {
+            path: self.binary.display().to_string(),
+            source: e,
+        })?;
+        let stdout = stdout.map_err(|e| Error::Restic(format!("reading restic's output: {e}")))?;
+        Ok(Finished {
+            code: status.code(),
+            stdout,
+            stderr_tail,
+        })
+    }
+
+    /// Runs restic with `args` and returns its stdout, or an explained error when it fails.
+    pub async fn run_ok<I, S>(&self, args: I) -> Result<Vec<u8>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let finished = self.run(args).await?;
+        if finished.code == Some(0) {
+            Ok(finished.stdout)
+        } else {
+            Err(Error::Restic(explain(
+                &finished.stderr_tail,
+                &String::from_utf8_lossy(&finished.stdout),
+                finished.code,
+            )))
+        }
+    }
+
+    /// Opens the repository; when it does not exist yet and `create` is set, initialises it
+    /// (restic creates the bucket too). Returns whether it was created.
+    pub async fn open(&self, create: bool) -> Result<bool> {
+        let finished = self.run(["cat", "config", "--no-lock"]).await?;
+        if finished.code == Some(0) {
+            return Ok(false);
+        }
+        let missing = finished.stderr_tail.contains("unable to open config file")
+            || finished.stderr_tail.contains("Is there a repository");
+        let explained = explain(&finished.stderr_tail, "", finished.code);
+        if !missing || explained.contains("wrong password") || explained.contains("credentials") {
+            return Err(Error::Restic(explained));
+        }
+        if !create {
+            return Err(Error::Restic(format!(
+                "repository {} does not exist yet (a backup creates it)",
+                self.repository
+            )));
+        }
+        self.run_ok(["init"]).await?;
+        tracing::info!(repository = %self.repository, "initialised the restic repository");
+        Ok(true)
+    }
+
+    /// Removes stale locks (left by runs that died) and returns how many went away.
+    pub async fn unlock(&self) -> Result<usize> {
+        let before = self.count_locks().await?;
+        if before == 0 {
+            return Ok(0);
+        }
+        self.run_ok(["unlock"]).await?;
+        let after = self.count_locks().await?;
+        let removed = before.saturating_sub(after);
+        if removed > 0 {
+            tracing::info!(removed, "removed stale restic locks");
+        }
+        Ok(removed)
+    }
+
+    async fn count_locks(&self) -> Result<usize> {
+        let out = self.run_ok(["list", "locks", "--no-lock"]).await?;
+        Ok(out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count())
+    }
+
+    /// Snapshots, optionally only those of `host`, oldest first.
+    pub async fn snapshots(&self, host: Option<&str>) -> Result<Vec<Snapshot>> {
+        let mut args = vec!["snapshots", "--json", "--no-lock"];
+        if let Some(host) = host {
+            args.extend(["--host", host]);
+        }
+        let out = self.run_ok(args).await?;
+        let mut snapshots = parse_snapshots(&out)?;
+        snapshots.sort_by_key(Snapshot::timestamp);
+        Ok(snapshots)
+    }
+
+    /// The snapshot with this ID or unique ID prefix.
+    pub async fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        let out = self
+            .run_ok(["snapshots", "--json", "--no-lock", id])
+            .await?;
+        parse_snapshots(&out)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Restic(format!("no snapshot {id} in the repository")))
+    }
+
+    /// Removes snapshots by ID (without pruning their data).
+    pub async fn forget(&self, ids: &[String]) -> Result<()> {
+        let mut args = vec!["forget".to_string()];
+        args.extend(ids.iter().cloned());
+        self.run_ok(args).await.map(drop)
+    }
+}
+
+/// One entry of `restic ls --json`.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct Node {
+    /// `file`, `dir`, `symlink`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Absolute path inside the snapshot.
+    pub path: String,
+    /// Size of a file.
+    #[serde(default)]
+    pub size: u64,
+    /// Unix mode bits (restic adds Go's file-type bits above the permissions).
+    #[serde(default)]
+    pub mode: u32,
+    /// Modification time (RFC 3339).
+    #[serde(default)]
+    pub mtime: String,
+    /// Owner.
+    #[serde(default)]
+    pub uid: u64,
+    /// Group.
+    #[serde(default)]
+    pub gid: u64,
+}
+
+impl Restic {
+    /// The node at `path` in snapshot `id`, or `None` when the snapshot has no such path.
+    /// `restic ls` lists a directory's whole subtree; reading stops at the node asked for.
+    pub async fn node(&self, id: &str, path: &str) -> Result<Option<Node>> {
+        let mut child = self.spawn(&mut self.command(["ls", "--json", "--no-lock", id, path]))?;
+        let stdout = child.stdout.take().expect("stdout is piped by command()");
+        let stderr = child.stderr.take().expect("stderr is piped by command()");
+        let tail = tokio::spawn(stderr_tail(stderr));
+        let mut lines = BoundedLines::new(stdout);
+        while let Some(line) = lines.next().await {
+            if let Ok(node) = serde_json::from_str::<Node>(&line)
+                && node.path == path
+            {
+                // The rest of the listing is not needed.
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Ok(Some(node));
+            }
+        }
+        let status = child.wait().await.ok().and_then(|s| s.code());
+        let tail = tail.await.unwrap_or_default();
+        if status == Some(0) {
+            Ok(None)
+        } else {
+            Err(Error::Restic(explain(&tail, "", status)))
+        }
+    }
+}
+
+fn parse_snapshots(out: &[u8]) -> Result<Vec<Snapshot>> {
+    // restic prints `null` instead of `[]` when nothing matches.
+    let parsed: Option<Vec<Snapshot>> = serde_json::from_slice(out)
+        .map_err(|e| Error::Restic(format!("unexpected `restic snapshots --json` output: {e}")))?;
+    Ok(parsed.unwrap_or_default())
+}
+
+/// Reads `restic backup --json` output to the end: stdout for the summary, stderr for the
+/// unreadable items and the tail of other messages. Status lines are parsed and dropped.
+pub async fn read_backup_output(
+    stdout: impl AsyncRead + Unpin,
+    stderr: impl AsyncRead + Unpin,
+) -> BackupOutput {
+    let summary = async {
+        let mut summary = None;
+        let mut lines = BoundedLines::new(stdout);
+        while let Some(line) = lines.next().await {
+            if line.starts_with(r#"{"message_type":"summary""#) {
+                summary = serde_json::from_str::<BackupSummary>(&line).ok();
+            }
+        }
+        summary
+    };
+    let errors = async {
+        let mut unreadable: Vec<UnreadableItem> = Vec::new();
+        let mut tail = Tail::default();
+        let mut lines = BoundedLines::new(stderr);
+        while let Some(line) = lines.next().await {
+            match serde_json::from_str::<ErrorMessage>(&line) {
+                Ok(message) if message.message_type == "error" => {
+                    let seen = unreadable.iter().any(|u| u.item == message.item);
+                    if !seen && unreadable.len() < ERROR_ITEMS_LIMIT {
+                        unreadable.push(UnreadableItem {
+                            item: message.item,
+                            during: message.during,
+                        });
+                    }
+                }
+                _ => tail.push(line),
+            }
+        }
+        (unreadable, tail.into_string())
+    };
+    let (summary, (unreadable, stderr_tail)) = tokio::join!(summary, errors);
+    BackupOutput {
+        code: None,
+        summary,
+        unreadable,
+        stderr_tail,
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorMessage {
+    message_type: String,
+    #[serde(default)]
+    during: String,
+    #[serde(default)]
+    item: String,
+}
+
+/// Turns restic's stderr into one message that names the cause first.
+pub fn explain(stderr_tail: &str, stdout: &str, code: Option<i32>) -> String {
+    let fatal: Vec<&str> = stderr_tail
+        .lines()
+        .chain(stdout.lines())
+        .map(str::trim)
+        .filter(|l| l.starts_with("Fatal:") || l.starts_with("error:"))
+        .collect();
+    let detail = if fatal.is_empty() {
+        let lines: Vec<&str> = stderr_tail
+            .lines()
+            .chain(stdout.lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let start = lines.len().saturating_sub(5);
+        lines[start..].join(" / ")
+    } else {
+        fatal.join(" / ")
+    };
+    let lower = detail.to_lowercase();
+    let cause = if lower.contains("wrong password") {
+        "wrong repository password (RESTIC_PASSWORD matches no key of the repository)"
+    } else if lower.contains("access key id you provided does not exist")
+        || lower.contains("signature we calculated does not match")
+        || lower.contains("access denied")
+        || lower.contains("invalidaccesskeyid")
+    {
+        "S3 credentials refused (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    } else if lower.contains("connection refused")
+        || lower.contains("no such host")
+        || lower.contains("i/o timeout")
+        || lower.contains("network is unreachable")
+    {
+        "S3 endpoint unreachable"
+    } else if lower.contains("bucket does not exist") {
+        "S3 bucket does not exist"
+    } else if lower.contains("repository is already locked") {
+        "repository is locked by another running operation"
+    } else {
+        ""
+    };
+    let code = code.map_or_else(|| "killed".to_string(), |c| format!("exit code {c}"));
+    match (cause.is_empty(), detail.is_empty()) {
+        (true, true) => format!("restic failed ({code}) without a message"),
+        (true, false) => format!("{detail} ({code})"),
+        (false, true) => format!("{cause} ({code})"),
+        (false, false) => format!("{cause}: {detail} ({code})"),
+    }
+}
+
+/// Reads all of `reader`, failing beyond [`STDOUT_LIMIT`] bytes.
+async fn read_capped(reader: impl AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut limited = reader.take(STDOUT_LIMIT as u64 + 1);
+    limited.read_to_end(&mut out).await?;
+    if out.len() > STDOUT_LIMIT {
+        return Err(std::io::Error::other(format!(
+            "more than {STDOUT_LIMIT} bytes of output"
+        )));
+    }
+    Ok(out)
+}
+
+/// The last [`STDERR_TAIL_LINES`] lines of `reader`, each at most [`LINE_LIMIT`] bytes.
+pub async fn stderr_tail(reader: impl AsyncRead + Unpin) -> String {
+    let mut tail = Tail::default();
+    let mut lines = BoundedLines::new(reader);
+    while let Some(line) = lines.next().await {
+        tail.push(line);
+    }
+    tail.into_string()
+}
+
+#[derive(Default)]
+struct Tail(VecDeque<String>);
+
+impl Tail {
+    fn push(&mut self, line: String) {
+        if line.trim().is_empty() {
+            return;
+        }
+        if self.0.len() == STDERR_TAIL_LINES {
+            self.0.pop_front();
+        }
+        self.0.push_back(line);
+    }
+
+    fn into_string(self) -> String {
+        Vec::from(self.0).join("\n")
+    }
+}
+
+/// Lines of a reader, each cut at [`LINE_LIMIT`] bytes without buffering the rest.
+pub struct BoundedLines<R> {
+    reader: BufReader<R>,
+    done: bool,
+}
+
+impl<R: AsyncRead + Unpin> BoundedLines<R> {
+    /// Lines of `reader`.
+    pub fn new(reader: R) -> Self {
+        BoundedLines {
+            reader: BufReader::new(reader),
+            done: false,
+        }
+    }
+
+    /// The next line without its newline; `None` at the end or on a read error.
+    pub async fn next(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let mut line = Vec::new();
+        loop {
+            let buf = match self.reader.fill_buf().await {
+                Ok(buf) => buf,
+                Err(_) => {
+                    self.done = true;
+                    break;
+                }
+            };
+            if buf.is_empty() {
+                self.done = true;
+                break;
+            }
+            let (chunk, used, end) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (&buf[..i], i + 1, true),
+                None => (buf, buf.len(), false),
+            };
+            let room = LINE_LIMIT.saturating_sub(line.len());
+            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.reader.consume(used);
+            if end {
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+        (!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_password_is_named_as_the_cause() {
+        let message = explain("Fatal: wrong password or no key found\n", "", Some(1));
+        assert!(
+            message.starts_with("wrong repository password"),
+            "{message}"
+        );
+        assert!(message.contains("exit code 1"), "{message}");
+    }
+
+    #[test]
+    fn refused_access_key_is_named_as_the_cause() {
+        let stderr = "Fatal: unable to open config file: Stat: The Access Key Id you provided \
+                      does not exist in our records.\nIs there a repository at the following location?";
+        assert!(explain(stderr, "", Some(1)).starts_with("S3 credentials refused"));
+    }
+
+    #[test]
+    fn unknown_failure_keeps_restics_last_lines() {
+        let message = explain("something odd\nanother line", "", Some(2));
+        assert_eq!(message, "something odd / another line (exit code 2)");
+    }
+
+    #[tokio::test]
+    async fn backup_output_yields_summary_and_each_unreadable_item_once() {
+        let stdout = concat!(
+            r#"{"message_type":"status","percent_done":0.5}"#,
+            "\n",
+            r#"{"message_type":"summary","files_new":2,"data_added":1751,"total_files_processed":2,"total_bytes_processed":6,"snapshot_id":"50f6aa5f"}"#,
+            "\n"
+        );
+        let stderr = concat!(
+            r#"{"message_type":"error","error":{},"during":"scan","item":"/data/pvc1/locked"}"#,
+            "\n",
+            r#"{"message_type":"error","error":{},"during":"archival","item":"/data/pvc1/locked"}"#,
+            "\n",
+            "Warning: at least one source file could not be read\n"
+        );
+        let out = read_backup_output(stdout.as_bytes(), stderr.as_bytes()).await;
+        let summary = out.summary.expect("summary line is parsed");
+        assert_eq!(summary.snapshot_id, "50f6aa5f");
+        assert_eq!(summary.to_summary().bytes_added, Some(1751));
+        assert_eq!(out.unreadable.len(), 1);
+        assert_eq!(out.unreadable[0].item, "/data/pvc1/locked");
+        assert!(out.stderr_tail.contains("could not be read"));
+    }
+
+    #[tokio::test]
+    async fn overlong_line_is_cut_not_buffered() {
+        let long = "x".repeat(LINE_LIMIT * 3);
+        let input = format!("{long}\nshort\n");
+        let mut lines = BoundedLines::new(input.as_bytes());
+        assert_eq!(lines.next().await.map(|l| l.len()), Some(LINE_LIMIT));
+        assert_eq!(lines.next().await.as_deref(), Some("short"));
+        assert_eq!(lines.next().await, None);
+    }
+}

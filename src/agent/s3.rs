@@ -1,0 +1,306 @@
+//! Streaming an object of unknown size into S3 with a multipart upload, in constant memory:
+//! a blocking producer fills parts of [`FIRST_PART_SIZE`] bytes, hands each over a channel of
+//! one slot, and the uploader sends them one by one. At most three parts exist at a time.
+
+use std::time::Duration;
+
+use rusty_s3::actions::{
+    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, UploadPart,
+};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use tokio::sync::mpsc;
+
+use super::chain;
+use crate::{Error, Result};
+
+/// Size of the first parts (S3's minimum for all but the last part is 5 MiB).
+pub const FIRST_PART_SIZE: usize = 8 << 20;
+/// Part sizes double after this many parts, so S3's limit of 10 000 parts is never reached.
+const PARTS_PER_SIZE: usize = 1000;
+/// Presigned URLs are used at once; this only has to outlast one slow part.
+const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Where a restore archive goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// Absolute http(s) URL of the S3 server.
+    pub endpoint: String,
+    /// Existing bucket.
+    pub bucket: String,
+    /// Access key ID.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+impl Destination {
+    fn bucket(&self) -> Result<Bucket> {
+        let endpoint = self.endpoint.parse().map_err(|e| {
+            Error::InvalidSpec(format!("S3 endpoint {:?} is not a URL: {e}", self.endpoint))
+        })?;
+        // Path style works with every S3 implementation; the region is ignored by most
+        // servers other than AWS, which accepts us-east-1 signatures for path-style requests.
+        Bucket::new(endpoint, UrlStyle::Path, self.bucket.clone(), "us-east-1")
+            .map_err(|e| Error::InvalidSpec(format!("S3 bucket {}: {e}", self.bucket)))
+    }
+
+    fn credentials(&self) -> Result<Credentials> {
+        if self.access_key_id.is_empty() || self.secret_access_key.is_empty() {
+            return Err(Error::InvalidSpec(
+                "no credentials for the restore bucket: BAAS_RESTORE_S3_ACCESS_KEY_ID and \
+                 BAAS_RESTORE_S3_SECRET_ACCESS_KEY must be set"
+                    .into(),
+            ));
+        }
+        Ok(Credentials::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.clone(),
+        ))
+    }
+}
+
+/// What the producer hands the uploader. The upload is completed only on `End`: a producer
+/// that fails and drops its sender leaves an aborted upload, never a truncated object.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// The next part.
+    Part(Vec<u8>),
+    /// The object is complete.
+    End,
+}
+
+/// The uploader's error when the producer stopped without `End`.
+pub const INCOMPLETE: &str = "the archive ended before it was complete";
+
+/// The producer side: a `std::io::Write` that cuts its input into parts and hands them to the
+/// uploader, blocking while the uploader is busy (backpressure instead of buffering).
+pub struct PartWriter {
+    buf: Vec<u8>,
+    part_size: usize,
+    parts: usize,
+    tx: mpsc::Sender<Chunk>,
+}
+
+impl PartWriter {
+    /// A writer feeding `tx`.
+    pub fn new(tx: mpsc::Sender<Chunk>) -> Self {
+        PartWriter {
+            buf: Vec::with_capacity(FIRST_PART_SIZE),
+            part_size: FIRST_PART_SIZE,
+            parts: 0,
+            tx,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_size));
+        self.tx
+            .blocking_send(Chunk::Part(part))
+            .map_err(|_| std::io::Error::other("the upload stopped"))?;
+        self.parts += 1;
+        if self.parts.is_multiple_of(PARTS_PER_SIZE) {
+            self.part_size *= 2;
+        }
+        Ok(())
+    }
+
+    /// Sends the last part and marks the object complete.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() || self.parts == 0 {
+            self.send()?;
+        }
+        self.tx
+            .blocking_send(Chunk::End)
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
+
+impl std::io::Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.part_size - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.part_size {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Uploads the parts arriving on `parts` as object `key`; returns the object's size. On any
+/// error the multipart upload is aborted so no hidden parts are left to pay for.
+pub async fn upload(
+    http: &reqwest::Client,
+    destination: &Destination,
+    key: &str,
+    mut parts: mpsc::Receiver<Chunk>,
+) -> Result<u64> {
+    let bucket = destination.bucket()?;
+    let credentials = destination.credentials()?;
+    let url = CreateMultipartUpload::new(&bucket, Some(&credentials), key).sign(SIGNATURE_LIFETIME);
+    let body = send(http.post(url), "starting the upload").await?;
+    // Read the one field needed instead of the whole document: S3 implementations differ in
+    // the root element's name (rclone answers `InitiateMultipartUpload`).
+    let upload_id = xml_field(&body, "UploadId")
+        .map(|id| {
+            id.replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .ok_or_else(|| {
+            Error::Http(format!(
+                "S3 gave no UploadId when starting the upload: {}",
+                shorten(&body)
+            ))
+        })?;
+
+    let uploaded = async {
+        let mut etags = Vec::new();
+        let mut size = 0u64;
+        loop {
+            let part = match parts.recv().await {
+                Some(Chunk::Part(part)) => part,
+                Some(Chunk::End) => break,
+                None => return Err(Error::Http(INCOMPLETE.into())),
+            };
+            let number = u16::try_from(etags.len() + 1)
+                .map_err(|_| Error::Http("more than 65535 parts".into()))?;
+            size += part.len() as u64;
+            let url = UploadPart::new(&bucket, Some(&credentials), key, number, &upload_id)
+                .sign(SIGNATURE_LIFETIME);
+            let response = http
+                .put(url)
+                .body(part)
+                .send()
+                .await
+                .map_err(|e| Error::Http(format!("S3 part {number}: {}", chain(&e))))?;
+            let response = check_status(response, &format!("part {number}")).await?;
+            let etag = response
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Error::Http(format!("S3 gave no ETag for part {number}")))?
+                .to_string();
+            etags.push(etag);
+        }
+        let complete = CompleteMultipartUpload::new(
+            &bucket,
+            Some(&credentials),
+            key,
+            &upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = complete.sign(SIGNATURE_LIFETIME);
+        let body = complete.body();
+        let answer = send(http.post(url).body(body), "completing the upload").await?;
+        // S3 may answer 200 with an error document.
+        if answer.contains("<Error>") {
+            return Err(Error::Http(format!(
+                "S3 refused to complete the upload: {}",
+                shorten(&answer)
+            )));
+        }
+        Ok(size)
+    }
+    .await;
+    if uploaded.is_err() {
+        parts.close();
+        let url = AbortMultipartUpload::new(&bucket, Some(&credentials), key, &upload_id)
+            .sign(SIGNATURE_LIFETIME);
+        if let Err(e) = http.delete(url).send().await {
+            tracing::warn!(key, "aborting the multipart upload failed: {e}");
+        }
+    }
+    uploaded
+}
+
+async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Error::Http(format!("S3 {what}: {}", chain(&e))))?;
+    let response = check_status(response, what).await?;
+    response
+        .text()
+        .await
+        .map_err(|e| Error::Http(format!("S3 {what}: {}", chain(&e))))
+}
+
+async fn check_status(response: reqwest::Response, what: &str) -> Result<reqwest::Response> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Err(Error::Http(format!(
+        "S3 {what}: {status}: {}",
+        shorten(&body)
+    )))
+}
+
+/// The text of the first `<tag>` element of an XML document.
+fn xml_field(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find("</")? + start;
+    Some(body[start..end].to_string())
+}
+
+/// The S3 error code and message from an XML error document, or its first characters.
+fn shorten(body: &str) -> String {
+    match (xml_field(body, "Code"), xml_field(body, "Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => body.chars().take(300).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn s3_error_document_is_shortened_to_code_and_message() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code>\
+                    <Message>The specified bucket does not exist</Message></Error>";
+        assert_eq!(
+            shorten(body),
+            "NoSuchBucket: The specified bucket does not exist"
+        );
+    }
+
+    #[test]
+    fn upload_id_is_read_whatever_the_root_element_is_called() {
+        for root in ["InitiateMultipartUploadResult", "InitiateMultipartUpload"] {
+            let body = format!(
+                "<{root}><Bucket>b</Bucket><Key>k</Key><UploadId>abc-1</UploadId></{root}>"
+            );
+            assert_eq!(xml_field(&body, "UploadId").as_deref(), Some("abc-1"));
+        }
+    }
+
+    #[test]
+    fn part_writer_cuts_parts_and_ends_with_the_rest_and_the_end_mark() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut writer = PartWriter::new(tx);
+        let data = vec![7u8; FIRST_PART_SIZE + 10];
+        writer.write_all(&data).expect("channel has room");
+        writer.finish().expect("channel has room");
+        let chunks: Vec<Chunk> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let sizes: Vec<usize> = chunks
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::Part(p) => Some(p.len()),
+                Chunk::End => None,
+            })
+            .collect();
+        assert_eq!(sizes, [FIRST_PART_SIZE, 10]);
+        assert_eq!(chunks.last(), Some(&Chunk::End));
+    }
+}

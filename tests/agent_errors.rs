@@ -1,0 +1,124 @@
+//! Misconfigurations must fail fast with the cause named in the report.
+
+#[path = "support/agent.rs"]
+mod support;
+
+use baas::crd::RunState;
+use support::{Agent, S3Server};
+
+#[test]
+fn wrong_password_fails_naming_the_password() {
+    let Some(s3) = S3Server::start() else { return };
+    let repository = s3.repository("backups");
+    support::restic(&repository, &["init"]);
+    let outcome = Agent::new(&repository, "shop")
+        .env("RESTIC_PASSWORD", Some("not the password"))
+        .run(&["backup"]);
+    assert_eq!(outcome.code, Some(1));
+    assert_eq!(outcome.report.state, Some(RunState::Failed));
+    assert!(
+        outcome.report.message.contains("wrong repository password"),
+        "{}",
+        outcome.report.message
+    );
+}
+
+#[test]
+fn unreachable_endpoint_fails_fast_naming_the_endpoint() {
+    let Some(_s3) = S3Server::start() else { return };
+    let repository = "s3:http://127.0.0.1:9/backups";
+    let started = std::time::Instant::now();
+    let outcome = Agent::new(repository, "shop").run(&["backup"]);
+    assert_eq!(outcome.report.state, Some(RunState::Failed));
+    let message = &outcome.report.message;
+    assert!(
+        message.contains("http://127.0.0.1:9 is unreachable"),
+        "{message}"
+    );
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "no long restic retry loop"
+    );
+}
+
+#[test]
+fn missing_s3_credentials_fail_naming_the_variable() {
+    let Some(s3) = S3Server::start() else { return };
+    let outcome = Agent::new(&s3.repository("backups"), "shop")
+        .env("AWS_SECRET_ACCESS_KEY", None)
+        .run(&["check"]);
+    assert_eq!(outcome.report.state, Some(RunState::Failed));
+    assert!(
+        outcome.report.message.contains("AWS_SECRET_ACCESS_KEY"),
+        "{}",
+        outcome.report.message
+    );
+}
+
+#[test]
+fn refused_s3_credentials_are_named() {
+    let Some(s3) = S3Server::start() else { return };
+    let outcome = Agent::new(&s3.repository("backups"), "shop")
+        .env("AWS_ACCESS_KEY_ID", Some("nobodyknowsme"))
+        .run(&["backup"]);
+    assert_eq!(outcome.report.state, Some(RunState::Failed));
+    assert!(
+        outcome.report.message.contains("S3 credentials refused"),
+        "{}",
+        outcome.report.message
+    );
+}
+
+#[test]
+fn check_of_a_repository_that_does_not_exist_fails_without_creating_it() {
+    let Some(s3) = S3Server::start() else { return };
+    let outcome = Agent::new(&s3.repository("never-written"), "shop").run(&["check"]);
+    assert_eq!(outcome.report.state, Some(RunState::Failed));
+    assert!(
+        outcome.report.message.contains("does not exist"),
+        "{}",
+        outcome.report.message
+    );
+}
+
+#[test]
+fn restore_to_a_missing_bucket_names_the_bucket_error() {
+    let Some(s3) = S3Server::start() else { return };
+    let repository = s3.repository("backups");
+    support::restic(&repository, &["init"]);
+    support::restic_with_stdin(
+        &repository,
+        &[
+            "backup",
+            "--host",
+            "shop",
+            "--stdin",
+            "--stdin-filename",
+            "/shop-db",
+        ],
+        Some(b"data"),
+    );
+    let outcome = Agent::new(&repository, "shop").run(&[
+        "restore",
+        "--s3-endpoint",
+        &s3.endpoint,
+        "--s3-bucket",
+        "no-such-bucket",
+        "--s3-access-key-id",
+        support::ACCESS_KEY,
+        "--s3-secret-access-key",
+        support::SECRET_KEY,
+    ]);
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::Failed),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.report.message.contains("NoSuchBucket"),
+        "{}",
+        outcome.report.message
+    );
+}

@@ -1,0 +1,181 @@
+//! Retention, check, stale locks and snapshot choice, against real restic and S3.
+
+#[path = "support/agent.rs"]
+mod support;
+
+use baas::crd::RunState;
+use support::{Agent, S3Server};
+
+fn stdin_snapshot(repository: &str, host: &str, file: &str, data: &str) -> String {
+    let out = support::restic_with_stdin(
+        repository,
+        &[
+            "backup",
+            "--json",
+            "--host",
+            host,
+            "--stdin",
+            "--stdin-filename",
+            file,
+        ],
+        Some(data.as_bytes()),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text.lines().last().unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(summary).expect("summary JSON");
+    value["snapshot_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn ids_of(repository: &str, host: &str, path: &str) -> Vec<String> {
+    support::snapshots(repository)
+        .iter()
+        .filter(|s| s["hostname"] == host && s["paths"][0] == path)
+        .map(|s| s["short_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn prune_keeps_exactly_what_the_retention_says_per_path_and_only_in_its_namespace() {
+    let Some(s3) = S3Server::start() else { return };
+    let repository = s3.repository("backups");
+    support::restic(&repository, &["init"]);
+    let db: Vec<String> = (0..4)
+        .map(|i| stdin_snapshot(&repository, "shop", "/shop-db", &format!("v{i}")))
+        .collect();
+    let web = stdin_snapshot(&repository, "shop", "/shop-web", "w");
+    let other: Vec<String> = (0..3)
+        .map(|i| stdin_snapshot(&repository, "blog", "/blog-db", &format!("b{i}")))
+        .collect();
+
+    let outcome =
+        Agent::new(&repository, "shop").run(&["prune", "--retention", r#"{"keepLast": 2}"#]);
+
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::Succeeded),
+        "{:?}\n{}",
+        outcome.report,
+        outcome.stderr
+    );
+    assert_eq!(outcome.report.summary.snapshots_kept, Some(3));
+    assert_eq!(outcome.report.summary.snapshots_removed, Some(2));
+    assert_eq!(ids_of(&repository, "shop", "/shop-db"), db[2..].to_vec());
+    assert_eq!(ids_of(&repository, "shop", "/shop-web"), [web]);
+    assert_eq!(
+        ids_of(&repository, "blog", "/blog-db"),
+        other,
+        "another namespace's snapshots stay"
+    );
+
+    let check = Agent::new(&repository, "shop").run(&["check"]);
+    assert_eq!(
+        check.report.state,
+        Some(RunState::Succeeded),
+        "{:?}\n{}",
+        check.report,
+        check.stderr
+    );
+}
+
+#[test]
+fn stale_lock_is_removed_and_reported() {
+    let Some(s3) = S3Server::start() else { return };
+    let repository = s3.repository("backups");
+    support::restic(&repository, &["init"]);
+    stdin_snapshot(&repository, "shop", "/shop-db", "v");
+    // A restic killed mid-run leaves its lock; SIGKILL gives it no chance to clean up.
+    let mut hung = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "sleep 30 | RESTIC_PASSWORD='{}' AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} exec restic --repo {repository} backup --stdin --stdin-filename /x --host shop",
+            support::PASSWORD, support::ACCESS_KEY, support::SECRET_KEY
+        ))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("restic starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while support::restic(&repository, &["list", "locks", "--no-lock"])
+        .stdout
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "restic never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-P", &hung.id().to_string(), "restic"])
+        .status();
+    let _ = hung.kill();
+    let _ = hung.wait();
+
+    let outcome = Agent::new(&repository, "shop").run(&["check"]);
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::Succeeded),
+        "{:?}\n{}",
+        outcome.report,
+        outcome.stderr
+    );
+    assert!(
+        outcome.report.message.contains("removed 1 stale lock"),
+        "{}",
+        outcome.report.message
+    );
+}
+
+#[test]
+fn restore_without_snapshot_takes_the_newest_of_the_namespace_holding_the_path() {
+    let Some(s3) = S3Server::start() else { return };
+    let repository = s3.repository("backups");
+    support::restic(&repository, &["init"]);
+    stdin_snapshot(&repository, "shop", "/shop-db", "old");
+    let newest = stdin_snapshot(&repository, "shop", "/shop-db", "new");
+    stdin_snapshot(
+        &repository,
+        "shop",
+        "/shop-web",
+        "a later snapshot of another path",
+    );
+    stdin_snapshot(
+        &repository,
+        "blog",
+        "/shop-db",
+        "a later snapshot of another namespace",
+    );
+    let target = tempfile::tempdir().expect("temp dir");
+
+    let outcome = Agent::new(&repository, "shop").run(&[
+        "restore",
+        "--path",
+        "/shop-db",
+        "--target-dir",
+        &target.path().display().to_string(),
+    ]);
+
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::Succeeded),
+        "{:?}\n{}",
+        outcome.report,
+        outcome.stderr
+    );
+    assert!(
+        outcome.report.snapshots[0].id.starts_with(&newest),
+        "{:?}",
+        outcome.report.snapshots
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.path().join("shop-db")).expect("restored file"),
+        "new"
+    );
+    let left: Vec<_> = std::fs::read_dir(target.path())
+        .expect("read")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "no staging directory left behind: {left:?}");
+}

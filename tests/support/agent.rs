@@ -1,0 +1,458 @@
+//! Test support for the agent: a real S3 server (`rclone serve s3`) and a Pushgateway on
+//! 127.0.0.1, one per test, and a runner for the `baas` binary.
+//!
+//! Volumes are backed up from `/data/<pvc>` exactly as in a pod: the agent runs in a private
+//! mount namespace (`unshare --mount`) in which the test's directory is bind-mounted at /data,
+//! so the host's /data is never touched (only created empty as a mount point if missing).
+//!
+//! The tools come from `scripts/setup`. When one is missing the test fails with that hint in CI
+//! (`CI` set) and is skipped with a note elsewhere.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baas::report::RunReport;
+
+/// Access key of the test S3 server.
+pub const ACCESS_KEY: &str = "baastestkey";
+/// Secret key of the test S3 server.
+pub const SECRET_KEY: &str = "baastestsecret";
+/// Repository password used unless a test sets another.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Finds a tool from `env` or PATH (or `fallback`); `None` (skip) outside CI when missing.
+pub fn tool(name: &str, env: &str, fallback: Option<PathBuf>) -> Option<PathBuf> {
+    let found = std::env::var_os(env)
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+        .or_else(|| fallback.filter(|p| p.is_file()));
+    if found.is_none() {
+        let hint = format!("{name} is missing: run scripts/setup (or set {env})");
+        if std::env::var_os("CI").is_some() {
+            panic!("{hint}");
+        }
+        eprintln!("skipping: {hint}");
+    }
+    found
+}
+
+/// Whether the agent can run in a private mount namespace (root with `unshare`).
+pub fn can_mount() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        let hint = "volume tests need root to bind-mount their data at /data";
+        if std::env::var_os("CI").is_some() {
+            panic!("{hint}");
+        }
+        eprintln!("skipping: {hint}");
+        return false;
+    }
+    std::fs::create_dir_all("/data").expect("/data can be created as root");
+    tool("unshare", "BAAS_TEST_UNSHARE", None).is_some()
+        && tool("setpriv", "BAAS_TEST_SETPRIV", None).is_some()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 20 s");
+}
+
+/// A short-lived S3 server; stopped when dropped.
+pub struct S3Server {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Starts a server with an empty store, or `None` when rclone is missing outside CI.
+    pub fn start() -> Option<S3Server> {
+        let fallback = std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".cache/baas/s3/bin/rclone"));
+        let rclone = tool("rclone", "BAAS_TEST_RCLONE", fallback)?;
+        tool("restic", "BAAS_TEST_RESTIC", None)?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut child = Command::new(rclone)
+            .args(["serve", "s3", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--auth-key")
+            .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
+            .arg("--config")
+            .arg("/dev/null")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rclone starts");
+        wait_for_port(port, &mut child, "rclone serve s3");
+        Some(S3Server {
+            child,
+            _dir: dir,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// The restic repository in `bucket`.
+    pub fn repository(&self, bucket: &str) -> String {
+        format!("s3:{}/{bucket}", self.endpoint)
+    }
+
+    /// Creates an empty bucket (for restore targets) through the S3 API.
+    pub async fn create_bucket(&self, bucket: &str) {
+        use rusty_s3::S3Action;
+        let (bucket, credentials) = self.bucket(bucket);
+        let url = bucket
+            .create_bucket(&credentials)
+            .sign(Duration::from_secs(600));
+        let response = reqwest::Client::new()
+            .put(url)
+            .send()
+            .await
+            .expect("PUT bucket");
+        assert!(
+            response.status().is_success(),
+            "create bucket: {}",
+            response.status()
+        );
+    }
+
+    fn bucket(&self, bucket: &str) -> (rusty_s3::Bucket, rusty_s3::Credentials) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let bucket = rusty_s3::Bucket::new(
+            self.endpoint.parse().expect("endpoint URL"),
+            rusty_s3::UrlStyle::Path,
+            bucket.to_string(),
+            "us-east-1",
+        )
+        .expect("bucket");
+        (bucket, rusty_s3::Credentials::new(ACCESS_KEY, SECRET_KEY))
+    }
+
+    /// Reads an object.
+    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        use rusty_s3::S3Action;
+        let (bucket, credentials) = self.bucket(bucket);
+        let url = bucket
+            .get_object(Some(&credentials), key)
+            .sign(Duration::from_secs(600));
+        let response = reqwest::get(url).await.expect("GET object");
+        assert!(
+            response.status().is_success(),
+            "GET {key}: {}",
+            response.status()
+        );
+        response.bytes().await.expect("object body").to_vec()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A short-lived Pushgateway; stopped when dropped.
+pub struct Pushgateway {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Pushgateway {
+    /// Starts one, or `None` when it is missing outside CI.
+    pub fn start() -> Option<Pushgateway> {
+        let binary = tool(
+            "prometheus-pushgateway",
+            "BAAS_TEST_PUSHGATEWAY",
+            Some(PathBuf::from("/usr/bin/prometheus-pushgateway")),
+        )?;
+        let port = free_port();
+        let mut child = Command::new(binary)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pushgateway starts");
+        wait_for_port(port, &mut child, "prometheus-pushgateway");
+        Some(Pushgateway {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Its `/metrics` page.
+    pub fn metrics(&self) -> String {
+        let mut stream = TcpStream::connect(self.url.trim_start_matches("http://"))
+            .expect("pushgateway reachable");
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request sent");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).expect("response read");
+        body
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one agent run left.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Process exit code.
+    pub code: Option<i32>,
+    /// The report it wrote.
+    pub report: RunReport,
+    /// Its log.
+    pub stderr: String,
+    /// Peak resident memory of the agent process in KiB (VmHWM, sampled until it exits).
+    pub peak_rss_kib: u64,
+}
+
+/// A configured `baas agent` invocation.
+pub struct Agent {
+    envs: Vec<(String, String)>,
+    data: Option<PathBuf>,
+    nobody: bool,
+    work: tempfile::TempDir,
+}
+
+impl Agent {
+    /// An agent for `repository` in namespace `ns`, with the test credentials.
+    pub fn new(repository: &str, ns: &str) -> Agent {
+        let work = tempfile::tempdir().expect("temp dir");
+        let cache = work.path().join("cache");
+        std::fs::create_dir_all(&cache).expect("cache dir");
+        make_world_writable(work.path());
+        make_world_writable(&cache);
+        let envs = [
+            ("RESTIC_REPOSITORY", repository),
+            ("RESTIC_PASSWORD", PASSWORD),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("BAAS_NAMESPACE", ns),
+            ("BAAS_RUN_NAME", "test-run"),
+            ("BAAS_EXEC_MODE", "local"),
+            ("BAAS_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([
+            ("RESTIC_CACHE_DIR".to_string(), cache.display().to_string()),
+            (
+                "BAAS_DATA_DIR".to_string(),
+                work.path().join("no-volumes").display().to_string(),
+            ),
+        ])
+        .collect();
+        Agent {
+            envs,
+            data: None,
+            nobody: false,
+            work,
+        }
+    }
+
+    /// Sets (or with `None` removes) an environment variable.
+    pub fn env(mut self, key: &str, value: Option<&str>) -> Agent {
+        self.envs.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.envs.push((key.into(), value.into()));
+        }
+        self
+    }
+
+    /// Backs up the subdirectories of `dir` as `/data/<name>`.
+    pub fn volumes(mut self, dir: &Path) -> Agent {
+        self.data = Some(dir.to_path_buf());
+        self.envs.retain(|(k, _)| k != "BAAS_DATA_DIR");
+        self.envs.push(("BAAS_DATA_DIR".into(), "/data".into()));
+        self
+    }
+
+    /// Runs the agent as user and group 65534 (nobody), as an unprivileged Job would.
+    pub fn unprivileged(mut self) -> Agent {
+        self.nobody = true;
+        self
+    }
+
+    /// Runs `baas agent <args>`.
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        let report_file = self.work.path().join("report.json");
+        let _ = std::fs::remove_file(&report_file);
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(data) = &self.data {
+            argv.extend(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    r#"mount --bind "$0" /data && exec "$@""#,
+                ]
+                .map(String::from),
+            );
+            argv.push(data.display().to_string());
+        }
+        if self.nobody {
+            argv.extend(
+                [
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                ]
+                .map(String::from),
+            );
+        }
+        argv.push(env!("CARGO_BIN_EXE_baas").into());
+        argv.push("agent".into());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.work.path())
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("BAAS_REPORT_FILE", &report_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the agent starts");
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut { stderr }, &mut text);
+            text
+        });
+        let mut peak = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the agent") {
+                break status;
+            }
+            if let Some(hwm) = vm_hwm_kib(pid) {
+                peak = peak.max(hwm);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = log.join().unwrap_or_default();
+        let report_text = std::fs::read_to_string(&report_file).unwrap_or_default();
+        let report = RunReport::from_termination_message(&report_text)
+            .unwrap_or_else(|| panic!("no report (got {report_text:?}); log:\n{stderr}"));
+        Outcome {
+            code: status.code(),
+            report,
+            stderr,
+            peak_rss_kib: peak,
+        }
+    }
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn make_world_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod test dir");
+}
+
+/// Runs restic directly on `repository` with the test credentials.
+pub fn restic(repository: &str, args: &[&str]) -> std::process::Output {
+    restic_with_stdin(repository, args, None)
+}
+
+/// Runs restic with `stdin` as its input.
+pub fn restic_with_stdin(
+    repository: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> std::process::Output {
+    use std::io::Write;
+    let cache = std::env::temp_dir().join("baas-test-restic-cache");
+    let mut child = Command::new("restic")
+        .arg("--repo")
+        .arg(repository)
+        .args(args)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("RESTIC_CACHE_DIR", cache)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("restic starts");
+    if let Some(data) = stdin {
+        let mut input = child.stdin.take().expect("stdin piped");
+        input.write_all(data).expect("restic reads stdin");
+    }
+    let output = child.wait_with_output().expect("restic runs");
+    assert!(
+        output.status.success(),
+        "restic {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Snapshots of the repository as JSON values.
+pub fn snapshots(repository: &str) -> Vec<serde_json::Value> {
+    let out = restic(repository, &["snapshots", "--json"]);
+    serde_json::from_slice::<Option<Vec<serde_json::Value>>>(&out.stdout)
+        .expect("snapshots JSON")
+        .unwrap_or_default()
+}
