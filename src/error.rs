@@ -29,6 +29,9 @@ pub enum Error {
     /// A restic invocation failed.
     #[error("restic: {0}")]
     Restic(String),
+    /// This replica no longer holds the leader-election Lease.
+    #[error("leader election: {0}")]
+    Leadership(String),
     /// A subcommand that this build does not provide yet.
     #[error("`baas {0}` is not available in this build yet")]
     NotImplemented(&'static str),
@@ -44,6 +47,7 @@ impl Error {
             Error::Serialization(_) => "serialization",
             Error::Tls(_) => "tls",
             Error::Restic(_) => "restic",
+            Error::Leadership(_) => "leadership",
             Error::NotImplemented(_) => "not_implemented",
         }
     }

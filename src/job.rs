@@ -359,7 +359,7 @@ pub fn run_labels(run: &RunMeta, backend: &Backend) -> BTreeMap<String, String> 
 }
 
 /// Object names can be longer than label values; a long one is hashed into a fitting value.
-fn label_value(name: &str) -> String {
+pub fn label_value(name: &str) -> String {
     if name.len() <= MAX_NAME {
         name.to_string()
     } else {
