@@ -307,7 +307,7 @@ pub enum JobOutcome {
     /// Still going.
     Running,
     /// Ended with the agent's report.
-    Reported(RunReport),
+    Reported(Box<RunReport>),
     /// Ended (or cannot start) without a report; the reason says why.
     Failed(String),
 }
@@ -361,7 +361,7 @@ pub fn job_outcome(
                 let reason = failed.and_then(|c| c.reason.clone()).unwrap_or_default();
                 report.errors.push(format!("Job {name} failed: {reason}"));
             }
-            return JobOutcome::Reported(report);
+            return JobOutcome::Reported(Box::new(report));
         }
         if complete {
             return JobOutcome::Failed(format!(

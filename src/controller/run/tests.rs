@@ -406,3 +406,205 @@ fn of_two_waiting_checks_the_older_goes_first() {
         Some("a/c1")
     );
 }
+
+mod mocked {
+    use super::*;
+    use crate::controller::{Metrics, Settings, Stores};
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn context() -> (Arc<Context>, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let ctx = Context::new(
+            client,
+            Settings::default(),
+            Metrics::default(),
+            Stores::empty(),
+        );
+        (Arc::new(ctx), handle)
+    }
+
+    fn backup(status: Option<Value>) -> Backup {
+        serde_json::from_value(json!({
+            "apiVersion": "backup.appuio.ch/v1alpha1",
+            "kind": "Backup",
+            "metadata": {"name": "nightly-backup-202601010100", "namespace": "team", "uid": "bk-uid", "generation": 1,
+                         "labels": {"backup.appuio.ch/schedule": "nightly"}},
+            "spec": {"backend": {
+                "repoPasswordSecretRef": {"name": "backup-repo", "key": "password"},
+                "s3": {"endpoint": "http://minio:9000", "bucket": "baas",
+                       "accessKeyIDSecretRef": {"name": "c", "key": "username"},
+                       "secretAccessKeySecretRef": {"name": "c", "key": "password"}}}},
+            "status": status,
+        }))
+        .expect("test backup")
+    }
+
+    async fn next(
+        handle: &mut Handle,
+    ) -> (
+        http::Method,
+        String,
+        Value,
+        tower_test::mock::SendResponse<Response<Body>>,
+    ) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let method = request.method().clone();
+        let uri = request.uri().to_string();
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json body")
+        };
+        (method, uri, body, send)
+    }
+
+    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, body: &Value) {
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(serde_json::to_vec(body).expect("json")))
+                .expect("response"),
+        );
+    }
+
+    fn list(kind: &str, items: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
+    }
+
+    #[tokio::test]
+    async fn new_backup_creates_its_job_and_reports_running() {
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(
+                (method, uri.split('?').next().unwrap_or_default()),
+                (
+                    http::Method::GET,
+                    "/api/v1/namespaces/team/persistentvolumeclaims"
+                )
+            );
+            respond(
+                send,
+                &list(
+                    "PersistentVolumeClaim",
+                    json!([{
+                "metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
+                ),
+            );
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
+            respond(send, &list("Pod", json!([])));
+            for expected in [
+                "serviceaccounts/baas-agent",
+                "roles/baas-agent",
+                "rolebindings/baas-agent",
+            ] {
+                let (method, uri, body, send) = next(&mut handle).await;
+                assert_eq!(method, http::Method::PATCH);
+                assert!(
+                    uri.contains(expected) && uri.contains("fieldManager=baas"),
+                    "{uri}"
+                );
+                respond(send, &body);
+            }
+            let (method, uri, job, send) = next(&mut handle).await;
+            assert_eq!(
+                (method, uri.split('?').next().unwrap_or_default()),
+                (http::Method::POST, "/apis/batch/v1/namespaces/team/jobs")
+            );
+            assert_eq!(
+                job["metadata"]["name"],
+                "nightly-backup-202601010100-backup"
+            );
+            assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "bk-uid");
+            assert_eq!(
+                job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+                "/data/data"
+            );
+            respond(send, &job);
+            let (method, uri, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert!(uri.starts_with("/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups/nightly-backup-202601010100/status"), "{uri}");
+            assert_eq!(patch["status"]["state"], "Running");
+            assert_eq!(
+                patch["status"]["jobs"],
+                json!(["nightly-backup-202601010100-backup"])
+            );
+            let mut answer = serde_json::to_value(backup(None)).expect("json");
+            answer["status"] = patch["status"].clone();
+            respond(send, &answer);
+        });
+        reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn finished_job_turns_into_succeeded_status_and_an_event() {
+        let (ctx, mut handle) = context();
+        let previous =
+            serde_json::to_value(running(&["nightly-backup-202601010100-backup"])).expect("json");
+        let report = report(RunState::Succeeded, "abc123").to_termination_message();
+        let server = tokio::spawn(async move {
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(
+                uri.starts_with("/apis/batch/v1/namespaces/team/jobs?"),
+                "{uri}"
+            );
+            assert!(
+                uri.contains("labelSelector=backup.appuio.ch%2Frun%3Dnightly-backup-202601010100"),
+                "{uri}"
+            );
+            respond(
+                send,
+                &json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [{
+                "metadata": {"name": "nightly-backup-202601010100-backup", "namespace": "team",
+                             "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup", "name": "x", "uid": "bk-uid", "controller": true}]},
+                "status": {"conditions": [{"type": "Complete", "status": "True"}]}}]}),
+            );
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.starts_with("/api/v1/namespaces/team/pods?"), "{uri}");
+            respond(
+                send,
+                &list(
+                    "Pod",
+                    json!([serde_json::to_value(pod_terminated(
+                        "nightly-backup-202601010100-backup",
+                        0,
+                        "Completed",
+                        Some(report)
+                    ))
+                    .expect("json")]),
+                ),
+            );
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Succeeded");
+            assert_eq!(patch["status"]["snapshotID"], "abc123");
+            let mut answer = serde_json::to_value(backup(None)).expect("json");
+            answer["status"] = patch["status"].clone();
+            respond(send, &answer);
+            let (method, uri, event, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::POST);
+            assert!(
+                uri.starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
+                "{uri}"
+            );
+            assert_eq!(event["reason"], "Succeeded");
+            assert_eq!(event["type"], "Normal");
+            respond(send, &event);
+        });
+        let action = reconcile(Arc::new(backup(Some(previous))), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("mock server");
+    }
+}
