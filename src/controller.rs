@@ -173,7 +173,7 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
 /// webhook lands; until then the operator reconciles without it.
 async fn serve_webhook(_serve: ServeArgs, _client: Client, _registry: Arc<Registry>) -> Result<()> {
     warn!("the admission webhook is not part of this build of the operator");
-    std::future::pending::<()>().await;
+    shutdown_signal().await;
     Ok(())
 }
 

@@ -372,11 +372,15 @@ pub fn job_outcome(
             .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
             .map(|t| {
                 format!(
-                    "container exited with code {}{}",
+                    "container exited with code {}{}{}",
                     t.exit_code,
                     t.reason
                         .as_ref()
                         .map(|r| format!(" ({r})"))
+                        .unwrap_or_default(),
+                    t.message
+                        .as_deref()
+                        .map(|m| format!(": {}", m.chars().take(300).collect::<String>()))
                         .unwrap_or_default()
                 )
             })

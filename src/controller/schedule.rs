@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
@@ -116,12 +116,63 @@ impl OwnedRun {
     }
 }
 
+async fn listed_runs(
+    ctx: &Context,
+    op: Operation,
+    namespace: &str,
+    schedule: &str,
+    uid: &str,
+) -> Result<Vec<OwnedRun>> {
+    let selector = format!(
+        "{}={},{}={}",
+        crate::job::LABEL_SCHEDULE,
+        crate::job::label_value(schedule),
+        crate::job::LABEL_OPERATION,
+        op.as_str()
+    );
+    let params = ListParams::default().labels(&selector);
+    let client = ctx.client.clone();
+    Ok(match op {
+        Operation::Backup => owned(
+            Api::<Backup>::namespaced(client, namespace)
+                .list(&params)
+                .await?
+                .items
+                .iter(),
+            uid,
+        ),
+        Operation::Check => owned(
+            Api::<Check>::namespaced(client, namespace)
+                .list(&params)
+                .await?
+                .items
+                .iter(),
+            uid,
+        ),
+        _ => owned(
+            Api::<Prune>::namespaced(client, namespace)
+                .list(&params)
+                .await?
+                .items
+                .iter(),
+            uid,
+        ),
+    })
+}
+
 fn owned_runs<K: RunKind>(store: &Store<K>, namespace: &str, uid: &str) -> Vec<OwnedRun> {
-    store
-        .state()
-        .iter()
-        .filter(|r| r.namespace().as_deref() == Some(namespace))
-        .filter(|r| r.meta().deletion_timestamp.is_none())
+    let state = store.state();
+    owned(
+        state
+            .iter()
+            .map(|r| r.as_ref())
+            .filter(|r| r.namespace().as_deref() == Some(namespace)),
+        uid,
+    )
+}
+
+fn owned<'a, K: RunKind>(runs: impl Iterator<Item = &'a K>, uid: &str) -> Vec<OwnedRun> {
+    runs.filter(|r| r.meta().deletion_timestamp.is_none())
         .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
         .map(|r| OwnedRun {
             name: r.name_any(),
@@ -286,11 +337,6 @@ async fn trim_history(
 /// Reconciles one Schedule.
 pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled("Schedule");
-    // Until the run caches are filled, "is the previous backup still running" has no answer.
-    let _ = ctx.stores.backups.wait_until_ready().await;
-    let _ = ctx.stores.checks.wait_until_ready().await;
-    let _ = ctx.stores.prunes.wait_until_ready().await;
-
     let name = schedule.name_any();
     let namespace = schedule.namespace().unwrap_or_default();
     let uid = schedule.uid().unwrap_or_default();
@@ -319,11 +365,6 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
         let mut op_status = operation_status(&mut previous_op, op)
             .clone()
             .unwrap_or_default();
-        let runs = match op {
-            Operation::Backup => owned_runs(&ctx.stores.backups, &namespace, &uid),
-            Operation::Check => owned_runs(&ctx.stores.checks, &namespace, &uid),
-            _ => owned_runs(&ctx.stores.prunes, &namespace, &uid),
-        };
         let decision = decide_tick(
             &cron,
             now,
@@ -331,6 +372,18 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
             created,
             ctx.settings.catch_up,
         );
+        // At a tick, "is the previous run still going" must not be answered by a cache that
+        // may still be filling after a restart: ask the API server. Between ticks the cache
+        // is good enough for status and history.
+        let runs = if decision.due.is_some() && !suspended {
+            listed_runs(&ctx, op, &namespace, &name, &uid).await?
+        } else {
+            match op {
+                Operation::Backup => owned_runs(&ctx.stores.backups, &namespace, &uid),
+                Operation::Check => owned_runs(&ctx.stores.checks, &namespace, &uid),
+                _ => owned_runs(&ctx.stores.prunes, &namespace, &uid),
+            }
+        };
         if let (Some(tick), false) = (decision.due, suspended) {
             let run = run_name(&name, op, tick);
             match runs.iter().find(|r| !r.terminal() && r.name != run) {

@@ -144,6 +144,33 @@ fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body
     );
 }
 
+async fn expect_run_list(
+    handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    plural: &str,
+    items: Value,
+) {
+    let (request, send) = handle.next_request().await.expect("list request");
+    assert_eq!(request.method(), http::Method::GET);
+    assert_eq!(
+        request.uri().path(),
+        format!("/apis/backup.appuio.ch/v1alpha1/namespaces/team/{plural}")
+    );
+    assert!(
+        request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .contains("labelSelector=backup.appuio.ch%2Fschedule%3Dnightly"),
+        "{}",
+        request.uri()
+    );
+    respond(
+        send,
+        200,
+        &json!({"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+    );
+}
+
 fn test_context() -> (
     Arc<Context>,
     tower_test::mock::Handle<Request<Body>, Response<Body>>,
@@ -166,6 +193,7 @@ async fn schedule_at_tick_creates_exactly_one_owned_backup_then_writes_status() 
         json!({"backend": backend(), "backup": {"schedule": "* * * * *", "promURL": "http://push:9091"}}),
     );
     let server = tokio::spawn(async move {
+        expect_run_list(&mut handle, "backups", json!([])).await;
         let (request, send) = handle.next_request().await.expect("create request");
         assert_eq!(request.method(), http::Method::POST);
         assert_eq!(
@@ -239,6 +267,7 @@ async fn existing_run_for_the_tick_is_not_an_error() {
     let (ctx, mut handle) = test_context();
     let sched = schedule(json!({"backend": backend(), "check": {"schedule": "* * * * *"}}));
     let server = tokio::spawn(async move {
+        expect_run_list(&mut handle, "checks", json!([])).await;
         let (request, send) = handle.next_request().await.expect("create request");
         assert_eq!(
             request.uri().path(),
@@ -299,6 +328,60 @@ async fn suspended_schedule_creates_no_run() {
         );
         let patch = body_json(request).await;
         assert_eq!(patch["status"]["conditions"][0]["reason"], "Suspended");
+        respond(send, 200, &with_status(&patch));
+    });
+    reconcile(Arc::new(sched), ctx).await.expect("reconcile");
+    server.await.expect("mock server");
+}
+
+#[tokio::test]
+async fn tick_while_previous_backup_runs_is_skipped_with_an_event() {
+    let (ctx, mut handle) = test_context();
+    let sched = schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *"}}));
+    let server = tokio::spawn(async move {
+        let running = json!({
+            "apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
+            "metadata": {"name": "nightly-backup-202001010000", "namespace": "team", "creationTimestamp": "2020-01-01T00:00:00Z",
+                         "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Schedule", "name": "nightly", "uid": "sched-uid", "controller": true}]},
+            "spec": {"backend": backend()},
+            "status": {"state": "Running", "jobs": ["j"]},
+        });
+        expect_run_list(&mut handle, "backups", json!([running])).await;
+        let (request, send) = handle.next_request().await.expect("event request");
+        assert_eq!(
+            request.method(),
+            http::Method::POST,
+            "no Backup may be created"
+        );
+        assert!(
+            request
+                .uri()
+                .path()
+                .starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
+            "{}",
+            request.uri()
+        );
+        let event = body_json(request).await;
+        assert_eq!(event["reason"], "BackupSkipped");
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("nightly-backup-202001010000"),
+            "{event}"
+        );
+        respond(send, 201, &event);
+        let (request, send) = handle.next_request().await.expect("status request");
+        assert_eq!(request.method(), http::Method::PATCH);
+        let patch = body_json(request).await;
+        assert!(
+            patch["status"]["backup"]["lastRun"].is_string(),
+            "the skipped tick counts as handled"
+        );
+        assert!(
+            patch["status"]["backup"].get("lastRunName").is_none(),
+            "{patch}"
+        );
         respond(send, 200, &with_status(&patch));
     });
     reconcile(Arc::new(sched), ctx).await.expect("reconcile");
