@@ -161,12 +161,25 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
             run_controllers(client.clone(), settings, metrics.clone()).await
         }
     };
-    tokio::try_join!(
-        reconcile,
-        serve_metrics(args.metrics_listen, registry.clone()),
-        serve_webhook(args.serve.clone(), client.clone(), registry.clone()),
-    )?;
-    Ok(())
+    let everything = async {
+        tokio::try_join!(
+            reconcile,
+            serve_metrics(args.metrics_listen, registry.clone()),
+            serve_webhook(args.serve.clone(), client.clone(), registry.clone()),
+        )
+        .map(|_| ())
+    };
+    // Reconciles in flight get some time to finish after SIGTERM, not forever: the next
+    // leader picks up whatever is left, because all state is in the API server.
+    let deadline = async {
+        shutdown_signal().await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        warn!("reconciles did not finish within 20s of the shutdown signal; exiting anyway");
+    };
+    tokio::select! {
+        result = everything => result,
+        () = deadline => Ok(()),
+    }
 }
 
 /// The webhook's HTTPS server inside the operator. It is wired to `crate::webhook` when the
