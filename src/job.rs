@@ -294,6 +294,15 @@ fn backup_commands(live: &[&Pod]) -> Vec<BackupCommand> {
     commands
 }
 
+/// The node a restore into `claim` must run on: where a live pod has the claim attached, so
+/// that a ReadWriteOnce volume in use can still be written. `None` when no pod uses it.
+pub fn node_using_claim(claim: &str, pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter(|pod| pod_is_live(pod))
+        .filter(|pod| pod_claims(pod).any(|c| c == claim))
+        .find_map(|pod| pod.spec.as_ref()?.node_name.clone())
+}
+
 /// Operator-wide settings that shape every Job.
 #[derive(Clone, Debug)]
 pub struct JobSettings {
@@ -606,7 +615,12 @@ pub fn build_prune_job(
 
 /// The Job of a restore. A PVC target is mounted read-write at `/restore/<claimName>`, which
 /// `BAAS_RESTORE_DIR` names; S3 target credentials come as `secretKeyRef`s.
-pub fn build_restore_job(run: &RunMeta, spec: &RestoreSpec, settings: &JobSettings) -> Result<Job> {
+pub fn build_restore_job(
+    run: &RunMeta,
+    spec: &RestoreSpec,
+    node: Option<String>,
+    settings: &JobSettings,
+) -> Result<Job> {
     let mut env = base_env(run, &spec.backend, spec.prom_url.as_deref())?;
     if let Some(snapshot) = spec.snapshot.as_deref().filter(|s| !s.trim().is_empty()) {
         env.push(plain_env("BAAS_SNAPSHOT", snapshot.trim()));
@@ -646,7 +660,7 @@ pub fn build_restore_job(run: &RunMeta, spec: &RestoreSpec, settings: &JobSettin
         name: job_name(&run.name, run.op, None),
         env,
         mounts,
-        node: None,
+        node,
     };
     Ok(build_job(run, &spec.backend, shape, settings))
 }

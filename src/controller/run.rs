@@ -664,8 +664,17 @@ async fn build_jobs<K: RunKind>(
         return Ok((vec![job], Vec::new()));
     }
     if let Some(restore) = any.downcast_ref::<Restore>() {
+        let node = match &restore.spec.restore_method.pvc {
+            Some(target) => {
+                let pods = Api::<Pod>::namespaced(ctx.client.clone(), &meta.namespace)
+                    .list(&ListParams::default())
+                    .await?;
+                job::node_using_claim(&target.claim_name, &pods.items)
+            }
+            None => None,
+        };
         return Ok((
-            vec![job::build_restore_job(meta, &restore.spec, settings)?],
+            vec![job::build_restore_job(meta, &restore.spec, node, settings)?],
             Vec::new(),
         ));
     }

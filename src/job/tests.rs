@@ -462,8 +462,13 @@ fn restore_to_pvc_mounts_claim_writable() {
         path: None,
         prom_url: None,
     };
-    let job =
-        build_restore_job(&run(Operation::Restore), &spec, &JobSettings::default()).expect("job");
+    let job = build_restore_job(
+        &run(Operation::Restore),
+        &spec,
+        None,
+        &JobSettings::default(),
+    )
+    .expect("job");
     let env = env_of(&job);
     assert_eq!(env["BAAS_RESTORE_DIR"]["value"], "/restore/target");
     assert_eq!(env["BAAS_SNAPSHOT"]["value"], "abc123");
@@ -503,7 +508,13 @@ fn restore_to_s3_passes_target_credentials_as_secret_refs() {
         prom_url: None,
     };
     let env = env_of(
-        &build_restore_job(&run(Operation::Restore), &spec, &JobSettings::default()).expect("job"),
+        &build_restore_job(
+            &run(Operation::Restore),
+            &spec,
+            None,
+            &JobSettings::default(),
+        )
+        .expect("job"),
     );
     assert_eq!(
         env["BAAS_RESTORE_S3_ENDPOINT"]["value"],
@@ -527,7 +538,22 @@ fn restore_without_method_is_an_invalid_spec() {
         backend: backend(),
         ..RestoreSpec::default()
     };
-    let err = build_restore_job(&run(Operation::Restore), &spec, &JobSettings::default())
-        .expect_err("no method");
+    let err = build_restore_job(
+        &run(Operation::Restore),
+        &spec,
+        None,
+        &JobSettings::default(),
+    )
+    .expect_err("no method");
     assert_eq!(err.category(), "invalid_spec");
+}
+
+#[test]
+fn restore_into_claim_in_use_runs_on_the_node_of_its_pod() {
+    let pods = [
+        pod("old", "node-9", &["target"], "Succeeded", &[]),
+        pod("app", "node-2", &["target"], "Running", &[]),
+    ];
+    assert_eq!(node_using_claim("target", &pods).as_deref(), Some("node-2"));
+    assert_eq!(node_using_claim("other", &pods), None);
 }
