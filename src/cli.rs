@@ -94,6 +94,9 @@ pub struct OperatorArgs {
     /// Identity of this replica in leader election (the pod name in a Deployment).
     #[arg(long, env = "BAAS_POD_NAME")]
     pub pod_name: Option<String>,
+    /// Address of the plain-HTTP endpoint with `/metrics` and `/healthz` of the reconciler.
+    #[arg(long, env = "BAAS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
 }
 
 /// `baas validate`.

@@ -1,9 +1,378 @@
-//! The reconciler: Schedules become runs, runs become Jobs.
+//! The reconciler: Schedules become runs, runs become Jobs, Jobs become run status.
+//!
+//! Stateless: everything needed to resume after a crash is in the API server. Run names are
+//! derived from the Schedule and the tick, Job names from the run, so a restarted operator or
+//! a second replica finds what was already done instead of doing it again.
 
-use crate::cli::OperatorArgs;
+pub mod history;
+pub mod leader;
+pub mod metrics;
+pub mod rbac;
+pub mod run;
+pub mod schedule;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+use crate::cli::{OperatorArgs, ServeArgs};
+use crate::crd::{Backup, Check, Prune, Restore, Schedule};
+use crate::job::{JobSettings, LABEL_MANAGED_BY, LABEL_OPERATION, MANAGER, Operation};
 use crate::{Error, Result};
 
+pub use metrics::Metrics;
+
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "baas";
+
+/// Operator-wide settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How Jobs are built.
+    pub jobs: JobSettings,
+    /// How old a missed tick may be and still run when the operator (re)starts.
+    pub catch_up: jiff::SignedDuration,
+    /// How long a pod may wait on a broken container config (missing Secret, image that
+    /// cannot be pulled) before its run is declared Failed.
+    pub stuck_after: jiff::SignedDuration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            jobs: JobSettings::default(),
+            catch_up: jiff::SignedDuration::from_hours(1),
+            stuck_after: jiff::SignedDuration::from_mins(3),
+        }
+    }
+}
+
+/// The caches of run objects kept by the run controllers, read by the Schedule reconciler
+/// (history, last state) and for repository exclusivity without extra API calls.
+#[derive(Clone)]
+pub struct Stores {
+    /// Every Backup of the cluster.
+    pub backups: Store<Backup>,
+    /// Every Check.
+    pub checks: Store<Check>,
+    /// Every Prune.
+    pub prunes: Store<Prune>,
+    /// Every Restore.
+    pub restores: Store<Restore>,
+}
+
+impl Stores {
+    /// Empty stores that never fill, for tests.
+    pub fn empty() -> Stores {
+        Stores {
+            backups: kube::runtime::reflector::store().0,
+            checks: kube::runtime::reflector::store().0,
+            prunes: kube::runtime::reflector::store().0,
+            restores: kube::runtime::reflector::store().0,
+        }
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Operator-wide settings.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Caches of run objects.
+    pub stores: Stores,
+    /// Namespaces whose agent RBAC this process has applied (an optimisation only: applying
+    /// again is harmless).
+    pub rbac_done: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    /// A context around a client.
+    pub fn new(client: Client, settings: Settings, metrics: Metrics, stores: Stores) -> Context {
+        let reporter = Reporter {
+            controller: "baas".into(),
+            instance: std::env::var("BAAS_POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            stores,
+            rbac_done: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// How long to wait after an error: an invalid spec waits for the user (a change of the
+/// object triggers a reconcile anyway), anything else is retried soon.
+pub fn requeue_after_error(error: &Error) -> Action {
+    match error {
+        Error::InvalidSpec(_) => Action::requeue(Duration::from_secs(3600)),
+        Error::Kube(kube::Error::Api(status)) if status.code == 409 => {
+            Action::requeue(Duration::from_secs(1))
+        }
+        _ => Action::requeue(Duration::from_secs(15)),
+    }
+}
+
 /// `baas operator`: the webhook and the reconciler in one process.
-pub async fn run_operator(_args: OperatorArgs) -> Result<()> {
-    Err(Error::NotImplemented("operator"))
+pub async fn run_operator(args: OperatorArgs) -> Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let client = counted_client(&metrics).await?;
+    let registry = Arc::new(registry);
+    let settings = Settings {
+        jobs: JobSettings {
+            image: args.agent_image.clone(),
+            ..JobSettings::default()
+        },
+        ..Settings::default()
+    };
+
+    let reconcile = async {
+        if args.leader_election {
+            let identity = args
+                .pod_name
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("baas-{}", std::process::id()));
+            let lease = leader::LeaseLock::new(client.clone(), &args.lease_namespace, identity);
+            lease.acquire().await?;
+            tokio::select! {
+                result = run_controllers(client.clone(), settings, metrics.clone()) => result,
+                lost = lease.hold() => lost,
+            }
+        } else {
+            run_controllers(client.clone(), settings, metrics.clone()).await
+        }
+    };
+    let everything = async {
+        tokio::try_join!(
+            reconcile,
+            serve_metrics(args.metrics_listen, registry.clone()),
+            serve_webhook(args.serve.clone(), client.clone(), registry.clone()),
+        )
+        .map(|_| ())
+    };
+    // Reconciles in flight get some time to finish after SIGTERM, not forever: the next
+    // leader picks up whatever is left, because all state is in the API server.
+    let deadline = async {
+        shutdown_signal().await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        warn!("reconciles did not finish within 20s of the shutdown signal; exiting anyway");
+    };
+    tokio::select! {
+        result = everything => result,
+        () = deadline => Ok(()),
+    }
+}
+
+/// The webhook's HTTPS server inside the operator. It is wired to `crate::webhook` when the
+/// webhook lands; until then the operator reconciles without it.
+async fn serve_webhook(_serve: ServeArgs, _client: Client, _registry: Arc<Registry>) -> Result<()> {
+    warn!("the admission webhook is not part of this build of the operator");
+    shutdown_signal().await;
+    Ok(())
+}
+
+/// Plain-HTTP `/metrics` (and health) for Prometheus, beside the webhook's TLS port.
+async fn serve_metrics(listen: std::net::SocketAddr, registry: Arc<Registry>) -> Result<()> {
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => (
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(_) => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "encoding the metrics failed",
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Io {
+            path: listen.to_string(),
+            source,
+        })?;
+    info!(%listen, "serving metrics");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| Error::Io {
+            path: listen.to_string(),
+            source,
+        })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// A client whose every request is counted in the metrics.
+async fn counted_client(metrics: &Metrics) -> Result<Client> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Kube(kube::Error::InferConfig(e)))?;
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder
+        .with_layer(&metrics::CountRequestsLayer::new(metrics))
+        .build())
+}
+
+fn jobs_of(client: &Client, op: Operation) -> (Api<Job>, watcher::Config) {
+    let selector = format!(
+        "{LABEL_MANAGED_BY}={MANAGER},{LABEL_OPERATION}={}",
+        op.as_str()
+    );
+    (
+        Api::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+    )
+}
+
+async fn log_result<T, E: std::fmt::Display>(
+    kind: &'static str,
+    result: std::result::Result<T, E>,
+) {
+    if let Err(error) = result {
+        tracing::debug!(kind, %error, "reconcile failed");
+    }
+}
+
+/// Runs the five controllers until shutdown.
+pub async fn run_controllers(client: Client, settings: Settings, metrics: Metrics) -> Result<()> {
+    let (jobs, backup_jobs) = jobs_of(&client, Operation::Backup);
+    let backups = Controller::new(
+        Api::<Backup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(jobs, backup_jobs)
+    .graceful_shutdown_on(shutdown_signal());
+    let (jobs, check_jobs) = jobs_of(&client, Operation::Check);
+    let checks = Controller::new(
+        Api::<Check>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(jobs, check_jobs)
+    .graceful_shutdown_on(shutdown_signal());
+    let (jobs, prune_jobs) = jobs_of(&client, Operation::Prune);
+    let prunes = Controller::new(
+        Api::<Prune>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(jobs, prune_jobs)
+    .graceful_shutdown_on(shutdown_signal());
+    let (jobs, restore_jobs) = jobs_of(&client, Operation::Restore);
+    let restores = Controller::new(
+        Api::<Restore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(jobs, restore_jobs)
+    .graceful_shutdown_on(shutdown_signal());
+    let stores = Stores {
+        backups: backups.store(),
+        checks: checks.store(),
+        prunes: prunes.store(),
+        restores: restores.store(),
+    };
+    let runs_of_schedules = watcher::Config::default().labels(crate::job::LABEL_SCHEDULE);
+    let schedules = Controller::new(
+        Api::<Schedule>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Backup>::all(client.clone()),
+        runs_of_schedules.clone(),
+    )
+    .owns(Api::<Check>::all(client.clone()), runs_of_schedules.clone())
+    .owns(Api::<Prune>::all(client.clone()), runs_of_schedules)
+    .graceful_shutdown_on(shutdown_signal());
+
+    let context = Arc::new(Context::new(client, settings, metrics, stores));
+    info!("reconciling Schedules, Backups, Checks, Prunes and Restores");
+    tokio::join!(
+        schedules
+            .run(schedule::reconcile, schedule::error_policy, context.clone())
+            .for_each(|result| log_result("Schedule", result)),
+        backups
+            .run(
+                run::reconcile::<Backup>,
+                run::error_policy::<Backup>,
+                context.clone()
+            )
+            .for_each(|result| log_result("Backup", result)),
+        checks
+            .run(
+                run::reconcile::<Check>,
+                run::error_policy::<Check>,
+                context.clone()
+            )
+            .for_each(|result| log_result("Check", result)),
+        prunes
+            .run(
+                run::reconcile::<Prune>,
+                run::error_policy::<Prune>,
+                context.clone()
+            )
+            .for_each(|result| log_result("Prune", result)),
+        restores
+            .run(
+                run::reconcile::<Restore>,
+                run::error_policy::<Restore>,
+                context.clone()
+            )
+            .for_each(|result| log_result("Restore", result)),
+    );
+    info!("controllers stopped");
+    Ok(())
 }

@@ -35,6 +35,9 @@ pub enum Error {
     /// An HTTP server (an S3 endpoint, a Pushgateway) refused a request or could not be reached.
     #[error("{0}")]
     Http(String),
+    /// This replica no longer holds the leader-election Lease.
+    #[error("leader election: {0}")]
+    Leadership(String),
     /// A subcommand that this build does not provide yet.
     #[error("`baas {0}` is not available in this build yet")]
     NotImplemented(&'static str),
@@ -52,6 +55,7 @@ impl Error {
             Error::Restic(_) => "restic",
             Error::Exec(_) => "exec",
             Error::Http(_) => "http",
+            Error::Leadership(_) => "leadership",
             Error::NotImplemented(_) => "not_implemented",
         }
     }

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod crd;
 pub mod cron;
 pub mod error;
+pub mod job;
 pub mod report;
 pub mod webhook;
 

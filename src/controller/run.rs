@@ -1,0 +1,854 @@
+//! Runs (Backup, Check, Prune, Restore) become Jobs, and their Jobs' outcome becomes the run's
+//! status. Every run ends in a terminal state: when its Job fails, is deleted, cannot start, or
+//! could never be created.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
+
+use super::{Context, FIELD_MANAGER, requeue_after_error};
+use crate::crd::{Backend, Backup, Check, Prune, Restore, RunState, RunStatus, Summary};
+use crate::job::{
+    self, BackupPlan, LABEL_OPERATION, LABEL_RUN, LABEL_SCHEDULE, Operation, RunMeta,
+};
+use crate::report::RunReport;
+use crate::{Error, Result};
+
+/// On runs a Schedule created: the cron tick (RFC 3339) the run is for.
+pub const ANNOTATION_TICK: &str = "backup.appuio.ch/tick";
+
+/// While a run's Job is going, how often to look at its pods (a pod stuck on a missing Secret
+/// changes no Job status, so no watch event would tell).
+const RUNNING_RECHECK: Duration = Duration::from_secs(30);
+/// How often a run waiting for its repository looks again.
+const WAITING_RECHECK: Duration = Duration::from_secs(10);
+
+/// What the reconciler needs from each run kind.
+pub trait RunKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The operation this kind runs.
+    const OP: Operation;
+    /// The repository.
+    fn backend(&self) -> &Backend;
+    /// The status, if any was written.
+    fn run_status(&self) -> Option<&RunStatus>;
+    /// The Pushgateway URL.
+    fn prom_url(&self) -> Option<&str>;
+}
+
+impl RunKind for Backup {
+    const OP: Operation = Operation::Backup;
+    fn backend(&self) -> &Backend {
+        &self.spec.backend
+    }
+    fn run_status(&self) -> Option<&RunStatus> {
+        self.status.as_ref()
+    }
+    fn prom_url(&self) -> Option<&str> {
+        self.spec.prom_url.as_deref()
+    }
+}
+
+impl RunKind for Check {
+    const OP: Operation = Operation::Check;
+    fn backend(&self) -> &Backend {
+        &self.spec.backend
+    }
+    fn run_status(&self) -> Option<&RunStatus> {
+        self.status.as_ref()
+    }
+    fn prom_url(&self) -> Option<&str> {
+        self.spec.prom_url.as_deref()
+    }
+}
+
+impl RunKind for Prune {
+    const OP: Operation = Operation::Prune;
+    fn backend(&self) -> &Backend {
+        &self.spec.backend
+    }
+    fn run_status(&self) -> Option<&RunStatus> {
+        self.status.as_ref()
+    }
+    fn prom_url(&self) -> Option<&str> {
+        self.spec.prom_url.as_deref()
+    }
+}
+
+impl RunKind for Restore {
+    const OP: Operation = Operation::Restore;
+    fn backend(&self) -> &Backend {
+        &self.spec.backend
+    }
+    fn run_status(&self) -> Option<&RunStatus> {
+        self.status.as_ref()
+    }
+    fn prom_url(&self) -> Option<&str> {
+        self.spec.prom_url.as_deref()
+    }
+}
+
+/// The identity of a run object for names, labels and owner references.
+pub fn run_meta<K: RunKind>(run: &K) -> Result<RunMeta> {
+    let name = run.name_any();
+    let namespace = run
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec(format!("{} {name} has no namespace", K::OP.kind())))?;
+    let uid = run
+        .uid()
+        .ok_or_else(|| Error::InvalidSpec(format!("{} {name} has no uid", K::OP.kind())))?;
+    Ok(RunMeta {
+        op: K::OP,
+        name,
+        namespace,
+        uid,
+        schedule: run.labels().get(LABEL_SCHEDULE).cloned(),
+    })
+}
+
+/// One run as seen for repository exclusivity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RepoRun {
+    /// The operation.
+    pub op: Operation,
+    /// `namespace/name`.
+    pub key: String,
+    /// Its repository URL.
+    pub repository: String,
+    /// Its state.
+    pub state: Option<RunState>,
+    /// Whether it has created Jobs (it holds the repository).
+    pub started: bool,
+    /// Its creationTimestamp.
+    pub created: Option<jiff::Timestamp>,
+}
+
+impl RepoRun {
+    fn from<K: RunKind>(run: &K) -> RepoRun {
+        let status = run.run_status();
+        RepoRun {
+            op: K::OP,
+            key: format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
+            repository: job::repository_url(run.backend()),
+            state: status.and_then(|s| s.state),
+            started: status.is_some_and(|s| !s.jobs.is_empty()),
+            created: run.meta().creation_timestamp.as_ref().map(|t| t.0),
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.started && !self.state.is_some_and(RunState::is_terminal)
+    }
+
+    fn waiting(&self) -> bool {
+        !self.started && !self.state.is_some_and(RunState::is_terminal)
+    }
+}
+
+/// The run that `me` must wait for, if any. Check and Prune need the repository alone: they
+/// wait for every active operation on it, and for an older Check or Prune that waits too (so
+/// two of them never start together). Backups and restores only wait for an active prune,
+/// which deletes data they may need.
+pub fn blocking_run<'a>(me: &RepoRun, others: &'a [RepoRun]) -> Option<&'a RepoRun> {
+    let same_repo = others
+        .iter()
+        .filter(|o| o.repository == me.repository && !(o.op == me.op && o.key == me.key));
+    let mut same_repo = same_repo;
+    match me.op {
+        Operation::Backup | Operation::Restore => {
+            same_repo.find(|o| o.op == Operation::Prune && o.active())
+        }
+        Operation::Check | Operation::Prune => same_repo.find(|o| {
+            o.active()
+                || (o.waiting()
+                    && matches!(o.op, Operation::Check | Operation::Prune)
+                    && (o.created, &o.key) < (me.created, &me.key))
+        }),
+    }
+}
+
+fn repo_runs(ctx: &Context) -> Vec<RepoRun> {
+    let stores = &ctx.stores;
+    let mut runs: Vec<RepoRun> = Vec::new();
+    runs.extend(
+        stores
+            .backups
+            .state()
+            .iter()
+            .map(|r| RepoRun::from(r.as_ref())),
+    );
+    runs.extend(
+        stores
+            .checks
+            .state()
+            .iter()
+            .map(|r| RepoRun::from(r.as_ref())),
+    );
+    runs.extend(
+        stores
+            .prunes
+            .state()
+            .iter()
+            .map(|r| RepoRun::from(r.as_ref())),
+    );
+    runs.extend(
+        stores
+            .restores
+            .state()
+            .iter()
+            .map(|r| RepoRun::from(r.as_ref())),
+    );
+    runs
+}
+
+/// A standard condition; its transition time is kept from `previous` when status and reason
+/// did not change, so an unchanged status compares equal and is not written again.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+fn state_name(state: RunState) -> &'static str {
+    match state {
+        RunState::Pending => "Pending",
+        RunState::Running => "Running",
+        RunState::Succeeded => "Succeeded",
+        RunState::PartiallySucceeded => "PartiallySucceeded",
+        RunState::Failed => "Failed",
+    }
+}
+
+/// Sets state, conditions and observedGeneration consistently.
+pub fn with_state(
+    mut status: RunStatus,
+    state: RunState,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> RunStatus {
+    let terminal = state.is_terminal();
+    let ready = condition(
+        &status.conditions,
+        "Ready",
+        terminal,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    let running = condition(
+        &status.conditions,
+        "Running",
+        state == RunState::Running,
+        if state == RunState::Running {
+            "JobRunning"
+        } else {
+            reason
+        },
+        message,
+        generation,
+        now,
+    );
+    status.conditions = vec![ready, running];
+    status.state = Some(state);
+    status.observed_generation = generation;
+    status.message = (!message.is_empty()).then(|| message.to_string());
+    if terminal && status.finished_at.is_none() {
+        status.finished_at = Some(Time(now));
+    }
+    status
+}
+
+/// How one Job ended (or that it has not).
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobOutcome {
+    /// Still going.
+    Running,
+    /// Ended with the agent's report.
+    Reported(Box<RunReport>),
+    /// Ended (or cannot start) without a report; the reason says why.
+    Failed(String),
+}
+
+fn job_condition<'a>(
+    job: &'a Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The outcome of one Job from its status and its pods: the agent's termination message wins;
+/// without one the reason comes from the Job's conditions or the pod (OOMKilled, a missing
+/// Secret that keeps the container from starting, ...). A pod stuck before its container
+/// starts for longer than `stuck_after` fails the Job's part of the run.
+pub fn job_outcome(
+    job: &Job,
+    pods: &[Pod],
+    now: jiff::Timestamp,
+    stuck_after: jiff::SignedDuration,
+) -> JobOutcome {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let mine: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            p.labels().get("batch.kubernetes.io/job-name") == Some(&name)
+                || p.labels().get("job-name") == Some(&name)
+        })
+        .collect();
+    let statuses = || {
+        mine.iter()
+            .flat_map(|p| p.status.iter())
+            .flat_map(|s| s.container_statuses.iter().flatten())
+    };
+    let report = statuses()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .find_map(|t| RunReport::from_termination_message(t.message.as_deref()?));
+    let complete = job_condition(job, "Complete").is_some();
+    let failed = job_condition(job, "Failed");
+    if complete || failed.is_some() {
+        if let Some(mut report) = report {
+            if failed.is_some() && report.state != Some(RunState::Failed) {
+                // The agent may have written a report and then been killed or exited non-zero:
+                // a failed Job never shows as success.
+                report.state = Some(RunState::Failed);
+                let reason = failed.and_then(|c| c.reason.clone()).unwrap_or_default();
+                report.errors.push(format!("Job {name} failed: {reason}"));
+            }
+            return JobOutcome::Reported(Box::new(report));
+        }
+        if complete {
+            return JobOutcome::Failed(format!(
+                "Job {name} completed but its agent left no report"
+            ));
+        }
+        let terminated = statuses()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+            .map(|t| {
+                format!(
+                    "container exited with code {}{}{}",
+                    t.exit_code,
+                    t.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default(),
+                    t.message
+                        .as_deref()
+                        .map(|m| format!(": {}", m.chars().take(300).collect::<String>()))
+                        .unwrap_or_default()
+                )
+            })
+            .next();
+        let condition = failed
+            .map(|c| {
+                format!(
+                    "{}{}",
+                    c.reason.clone().unwrap_or_else(|| "Failed".into()),
+                    c.message
+                        .as_ref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        let detail = [condition, terminated.unwrap_or_default()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return JobOutcome::Failed(format!("Job {name} failed: {detail}"));
+    }
+    for pod in &mine {
+        let started = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(now);
+        for status in pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+        {
+            let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                continue;
+            };
+            let reason = waiting.reason.as_deref().unwrap_or_default();
+            let broken = matches!(
+                reason,
+                "CreateContainerConfigError"
+                    | "CreateContainerError"
+                    | "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "InvalidImageName"
+            );
+            if broken && now.duration_since(started) > stuck_after {
+                return JobOutcome::Failed(format!(
+                    "Job {name}: pod {} cannot start: {reason}: {}",
+                    pod.name_any(),
+                    waiting.message.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    JobOutcome::Running
+}
+
+fn add_summary(total: &mut Summary, part: &Summary) {
+    fn add(a: &mut Option<u64>, b: Option<u64>) {
+        if let Some(b) = b {
+            *a = Some(a.unwrap_or(0) + b);
+        }
+    }
+    add(&mut total.files_new, part.files_new);
+    add(&mut total.files_changed, part.files_changed);
+    add(&mut total.files_unmodified, part.files_unmodified);
+    add(&mut total.total_files, part.total_files);
+    add(&mut total.total_bytes, part.total_bytes);
+    add(&mut total.bytes_added, part.bytes_added);
+    add(&mut total.snapshots_removed, part.snapshots_removed);
+    add(&mut total.snapshots_kept, part.snapshots_kept);
+}
+
+/// The run's status once every Job has ended: snapshots, summary and errors of all Jobs
+/// together. The run Succeeded only when every Job succeeded and nothing was left out
+/// (`previous.errors` holds what planning could not back up); it Failed when no Job wrote
+/// anything; anything between is PartiallySucceeded.
+pub fn finished_status(
+    previous: &RunStatus,
+    outcomes: &[(String, JobOutcome)],
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> RunStatus {
+    let mut status = previous.clone();
+    let mut summary = Summary::default();
+    let mut errors = previous.errors.clone();
+    let mut snapshots = Vec::new();
+    let mut messages = Vec::new();
+    let mut succeeded = 0usize;
+    let mut failed = 0usize;
+    let mut duration = 0f64;
+    for (job, outcome) in outcomes {
+        match outcome {
+            JobOutcome::Reported(report) => {
+                match report.state {
+                    Some(RunState::Succeeded) => succeeded += 1,
+                    Some(RunState::Failed) | None => failed += 1,
+                    _ => {}
+                }
+                snapshots.extend(report.snapshots.iter().cloned());
+                add_summary(&mut summary, &report.summary);
+                duration = duration.max(report.duration_seconds);
+                errors.extend(report.errors.iter().cloned());
+                if !report.message.is_empty() {
+                    messages.push(report.message.clone());
+                }
+                if status.restored_to.is_none() {
+                    status.restored_to = report.restored_to.clone();
+                }
+            }
+            JobOutcome::Failed(reason) => {
+                failed += 1;
+                errors.push(reason.clone());
+                messages.push(reason.clone());
+            }
+            JobOutcome::Running => debug!(job, "finished_status called with a running Job"),
+        }
+    }
+    let total = outcomes.len();
+    let state = if total > 0 && succeeded == total && previous.errors.is_empty() {
+        RunState::Succeeded
+    } else if failed == total || (snapshots.is_empty() && total > 0 && failed > 0 && succeeded == 0)
+    {
+        RunState::Failed
+    } else {
+        RunState::PartiallySucceeded
+    };
+    let message = if total == 1 && messages.len() == 1 {
+        messages.remove(0)
+    } else {
+        let mut text = format!("{succeeded} of {total} Jobs succeeded");
+        if let Some(first) = messages.first() {
+            text.push_str(": ");
+            text.push_str(first);
+        }
+        text
+    };
+    status.snapshot_id = snapshots.first().map(|s| s.id.clone());
+    status.snapshots = snapshots;
+    status.summary = (summary != Summary::default()).then_some(summary);
+    status.duration_seconds = (duration > 0.0).then_some(duration);
+    status.errors = errors;
+    with_state(status, state, state_name(state), &message, generation, now)
+}
+
+/// The run's status from its Jobs: still Running while any Job runs; otherwise finished. A Job
+/// named in `previous.jobs` that no longer exists failed its part (it was deleted).
+pub fn status_from_jobs(
+    previous: &RunStatus,
+    jobs: &[Job],
+    pods: &[Pod],
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+    stuck_after: jiff::SignedDuration,
+) -> RunStatus {
+    let outcomes: Vec<(String, JobOutcome)> = previous
+        .jobs
+        .iter()
+        .map(|name| {
+            let outcome = match jobs.iter().find(|j| j.metadata.name.as_ref() == Some(name)) {
+                Some(job) if job.metadata.deletion_timestamp.is_some() => {
+                    JobOutcome::Failed(format!("Job {name} was deleted before it finished"))
+                }
+                Some(job) => job_outcome(job, pods, now, stuck_after),
+                None => JobOutcome::Failed(format!("Job {name} was deleted before it finished")),
+            };
+            (name.clone(), outcome)
+        })
+        .collect();
+    if outcomes.iter().any(|(_, o)| *o == JobOutcome::Running) {
+        let running = previous.state == Some(RunState::Running);
+        let status = previous.clone();
+        if running {
+            return status;
+        }
+        return with_state(status, RunState::Running, "JobRunning", "", generation, now);
+    }
+    finished_status(previous, &outcomes, generation, now)
+}
+
+/// Writes the status through server-side apply of the status subresource, only when it
+/// changed (so that an idle reconcile costs no write).
+pub async fn apply_status<K: RunKind>(api: &Api<K>, run: &K, status: &RunStatus) -> Result<bool> {
+    if run.run_status() == Some(status) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn publish<K: RunKind>(ctx: &Context, run: &K, warning: bool, reason: &str, note: &str) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
+        warn!(%error, "publishing an Event failed");
+    }
+}
+
+/// Reports a terminal status: metrics, log, one Event.
+async fn report_end<K: RunKind>(ctx: &Context, run: &K, status: &RunStatus) {
+    let state = status.state.map(state_name).unwrap_or("Failed");
+    ctx.metrics.finished(K::OP.kind(), state);
+    let message = status.message.clone().unwrap_or_default();
+    info!(kind = K::OP.kind(), namespace = ?run.namespace(), name = %run.name_any(), state, %message, "run ended");
+    publish(ctx, run, state != "Succeeded", state, &message).await;
+}
+
+async fn plan_backup(ctx: &Context, namespace: &str) -> Result<BackupPlan> {
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    Ok(job::plan_backup(&pvcs.items, &pods.items))
+}
+
+/// The Jobs of a run that has none yet, and the problems of planning (a backup's claims it
+/// cannot mount).
+async fn build_jobs<K: RunKind>(
+    ctx: &Context,
+    run: &K,
+    meta: &RunMeta,
+) -> Result<(Vec<Job>, Vec<String>)> {
+    let settings = &ctx.settings.jobs;
+    let any = run as &dyn std::any::Any;
+    if let Some(backup) = any.downcast_ref::<Backup>() {
+        let plan = plan_backup(ctx, &meta.namespace).await?;
+        if plan.jobs.is_empty() {
+            let mut reasons = plan.problems.clone();
+            reasons.insert(
+                0,
+                "nothing to back up: no bound PersistentVolumeClaim without appuio.ch/backup=false and no pod with appuio.ch/backupcommand".into(),
+            );
+            return Err(Error::InvalidSpec(reasons.join("; ")));
+        }
+        let jobs = plan
+            .jobs
+            .iter()
+            .map(|p| {
+                job::build_backup_job(
+                    meta,
+                    &backup.spec.backend,
+                    backup.spec.prom_url.as_deref(),
+                    p,
+                    settings,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok((jobs, plan.problems));
+    }
+    if let Some(prune) = any.downcast_ref::<Prune>() {
+        let job = job::build_prune_job(
+            meta,
+            &prune.spec.backend,
+            prune.spec.prom_url.as_deref(),
+            prune.spec.retention.as_ref(),
+            settings,
+        )?;
+        return Ok((vec![job], Vec::new()));
+    }
+    if let Some(restore) = any.downcast_ref::<Restore>() {
+        let node = match &restore.spec.restore_method.pvc {
+            Some(target) => {
+                let pods = Api::<Pod>::namespaced(ctx.client.clone(), &meta.namespace)
+                    .list(&ListParams::default())
+                    .await?;
+                job::node_using_claim(&target.claim_name, &pods.items)
+            }
+            None => None,
+        };
+        return Ok((
+            vec![job::build_restore_job(meta, &restore.spec, node, settings)?],
+            Vec::new(),
+        ));
+    }
+    let job = job::build_check_job(meta, run.backend(), run.prom_url(), settings)?;
+    Ok((vec![job], Vec::new()))
+}
+
+async fn ensure_rbac(ctx: &Context, namespace: &str) -> Result<()> {
+    let done = ctx
+        .rbac_done
+        .lock()
+        .map(|set| set.contains(namespace))
+        .unwrap_or(false);
+    if done {
+        return Ok(());
+    }
+    super::rbac::apply_agent_rbac(&ctx.client, namespace).await?;
+    if let Ok(mut set) = ctx.rbac_done.lock() {
+        set.insert(namespace.to_string());
+    }
+    Ok(())
+}
+
+fn tick_of<K: RunKind>(run: &K) -> Option<jiff::Timestamp> {
+    run.annotations().get(ANNOTATION_TICK)?.parse().ok()
+}
+
+/// Reconciles one run.
+pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciled(K::OP.kind());
+    let previous = run.run_status().cloned().unwrap_or_default();
+    if previous.state.is_some_and(RunState::is_terminal) {
+        debug!(name = %run.name_any(), "run already ended");
+        return Ok(Action::await_change());
+    }
+    let meta = run_meta(run.as_ref())?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &meta.namespace);
+    let generation = run.meta().generation;
+    let now = jiff::Timestamp::now();
+
+    if previous.jobs.is_empty() {
+        let me = RepoRun::from(run.as_ref());
+        let others = repo_runs(&ctx);
+        if let Some(blocker) = blocking_run(&me, &others) {
+            let message = format!(
+                "waiting for {} {} on the same repository",
+                blocker.op.kind(),
+                blocker.key
+            );
+            let status = with_state(
+                previous.clone(),
+                RunState::Pending,
+                "WaitingForRepository",
+                &message,
+                generation,
+                now,
+            );
+            if apply_status(&api, run.as_ref(), &status).await? {
+                info!(kind = K::OP.kind(), name = %meta.name, %message, "run waits");
+            }
+            return Ok(Action::requeue(WAITING_RECHECK));
+        }
+        let (jobs, problems) = match build_jobs(&ctx, run.as_ref(), &meta).await {
+            Ok(built) => built,
+            Err(Error::InvalidSpec(reason)) => {
+                let status = with_state(
+                    previous,
+                    RunState::Failed,
+                    "Failed",
+                    &reason,
+                    generation,
+                    now,
+                );
+                apply_status(&api, run.as_ref(), &status).await?;
+                report_end(&ctx, run.as_ref(), &status).await;
+                return Ok(Action::await_change());
+            }
+            Err(error) => return Err(error),
+        };
+        ensure_rbac(&ctx, &meta.namespace).await?;
+        let job_api: Api<Job> = Api::namespaced(ctx.client.clone(), &meta.namespace);
+        let mut names = Vec::new();
+        for job in &jobs {
+            let name = job.metadata.name.clone().unwrap_or_default();
+            match job_api.create(&PostParams::default(), job).await {
+                Ok(_) => info!(kind = K::OP.kind(), run = %meta.name, job = %name, "created Job"),
+                // Created by an earlier reconcile whose status write did not land.
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(error.into()),
+            }
+            names.push(name);
+        }
+        if let Some(tick) = tick_of(run.as_ref()) {
+            let delay = now.duration_since(tick).as_secs_f64();
+            ctx.metrics.tick_to_job_seconds.observe(delay.max(0.0));
+        }
+        let mut status = previous.clone();
+        status.jobs = names;
+        status.errors = problems;
+        status.started_at = Some(Time(now));
+        let status = with_state(status, RunState::Running, "JobRunning", "", generation, now);
+        apply_status(&api, run.as_ref(), &status).await?;
+        return Ok(Action::requeue(RUNNING_RECHECK));
+    }
+
+    let selector = format!(
+        "{LABEL_RUN}={},{LABEL_OPERATION}={}",
+        job::label_value(&meta.name),
+        K::OP.as_str()
+    );
+    let params = ListParams::default().labels(&selector);
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
+        .list(&params)
+        .await?
+        .items;
+    let jobs: Vec<Job> = jobs
+        .into_iter()
+        .filter(|j| j.owner_references().iter().any(|o| o.uid == meta.uid))
+        .collect();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &meta.namespace)
+        .list(&params)
+        .await?
+        .items;
+    let status = status_from_jobs(
+        &previous,
+        &jobs,
+        &pods,
+        generation,
+        now,
+        ctx.settings.stuck_after,
+    );
+    apply_status(&api, run.as_ref(), &status).await?;
+    if status.state.is_some_and(RunState::is_terminal) {
+        report_end(&ctx, run.as_ref(), &status).await;
+        // A Job that cannot start would otherwise linger until its deadline.
+        for job in jobs.iter().filter(|j| {
+            job_condition(j, "Complete").is_none() && job_condition(j, "Failed").is_none()
+        }) {
+            let name = job.name_any();
+            if let Err(error) = Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
+                .delete(&name, &DeleteParams::background())
+                .await
+            {
+                warn!(%error, job = %name, "deleting a stuck Job failed");
+            }
+        }
+        return Ok(Action::await_change());
+    }
+    Ok(Action::requeue(RUNNING_RECHECK))
+}
+
+/// Retry policy of the run controllers.
+pub fn error_policy<K: RunKind>(run: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(K::OP.kind(), error.category());
+    warn!(kind = K::OP.kind(), name = %run.name_any(), %error, "reconcile failed");
+    requeue_after_error(error)
+}
+
+/// The labels a Schedule gives the runs it creates.
+pub fn schedule_run_labels(
+    schedule: &str,
+    op: Operation,
+    backend: &Backend,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (job::LABEL_MANAGED_BY.to_string(), job::MANAGER.to_string()),
+        (LABEL_SCHEDULE.to_string(), job::label_value(schedule)),
+        (LABEL_OPERATION.to_string(), op.as_str().to_string()),
+        (
+            job::LABEL_REPOSITORY.to_string(),
+            job::repository_label(&job::repository_url(backend)),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests;

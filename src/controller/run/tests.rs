@@ -1,0 +1,610 @@
+use super::*;
+use crate::crd::SnapshotRef;
+use serde_json::json;
+
+fn at(text: &str) -> jiff::Timestamp {
+    text.parse().expect("test timestamp")
+}
+
+fn job(name: &str, condition: Option<(&str, &str)>) -> Job {
+    let conditions = condition
+        .map(|(type_, reason)| {
+            vec![json!({"type": type_, "status": "True", "reason": reason, "message": "details"})]
+        })
+        .unwrap_or_default();
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "status": {"conditions": conditions},
+    }))
+    .expect("test job")
+}
+
+fn pod_terminated(job: &str, exit_code: i32, reason: &str, message: Option<String>) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{job}-abcde"), "labels": {"batch.kubernetes.io/job-name": job}, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"containerStatuses": [{
+            "name": "agent", "image": "baas", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": exit_code, "reason": reason, "message": message}},
+        }]},
+    }))
+    .expect("test pod")
+}
+
+fn pod_waiting(job: &str, reason: &str, message: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{job}-abcde"), "labels": {"batch.kubernetes.io/job-name": job}, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"containerStatuses": [{
+            "name": "agent", "image": "baas", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": message}},
+        }]},
+    }))
+    .expect("test pod")
+}
+
+fn report(state: RunState, snapshot: &str) -> RunReport {
+    RunReport {
+        state: Some(state),
+        snapshots: vec![SnapshotRef {
+            id: snapshot.into(),
+            paths: vec!["/data/db".into()],
+        }],
+        summary: Summary {
+            total_files: Some(10),
+            total_bytes: Some(1000),
+            ..Summary::default()
+        },
+        duration_seconds: 2.5,
+        message: format!("{state:?}"),
+        ..RunReport::default()
+    }
+}
+
+fn running(jobs: &[&str]) -> RunStatus {
+    with_state(
+        RunStatus {
+            jobs: jobs.iter().map(|j| j.to_string()).collect(),
+            ..RunStatus::default()
+        },
+        RunState::Running,
+        "JobRunning",
+        "",
+        Some(1),
+        at("2026-01-01T00:00:00Z"),
+    )
+}
+
+const STUCK: jiff::SignedDuration = jiff::SignedDuration::from_mins(3);
+
+#[test]
+fn completed_job_with_report_gives_succeeded_status_with_snapshot() {
+    let message = report(RunState::Succeeded, "abc").to_termination_message();
+    let status = status_from_jobs(
+        &running(&["r-backup"]),
+        &[job("r-backup", Some(("Complete", "Completed")))],
+        &[pod_terminated("r-backup", 0, "Completed", Some(message))],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::Succeeded));
+    assert_eq!(status.snapshot_id.as_deref(), Some("abc"));
+    assert_eq!(
+        status.summary.as_ref().and_then(|s| s.total_bytes),
+        Some(1000)
+    );
+    assert_eq!(status.duration_seconds, Some(2.5));
+    assert!(status.finished_at.is_some());
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Succeeded")
+    );
+    let running = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Running")
+        .expect("Running");
+    assert_eq!(running.status, "False");
+}
+
+#[test]
+fn failed_job_with_success_report_never_shows_success() {
+    let message = report(RunState::Succeeded, "abc").to_termination_message();
+    let status = status_from_jobs(
+        &running(&["r-backup"]),
+        &[job("r-backup", Some(("Failed", "BackoffLimitExceeded")))],
+        &[pod_terminated("r-backup", 1, "Error", Some(message))],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::Failed));
+}
+
+#[test]
+fn partial_report_stays_partial() {
+    let mut partial = report(RunState::PartiallySucceeded, "abc");
+    partial.errors = vec!["/data/db/secret: permission denied".into()];
+    let status = status_from_jobs(
+        &running(&["r-backup"]),
+        &[job("r-backup", Some(("Complete", "Completed")))],
+        &[pod_terminated(
+            "r-backup",
+            0,
+            "Completed",
+            Some(partial.to_termination_message()),
+        )],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::PartiallySucceeded));
+    assert_eq!(status.errors, vec!["/data/db/secret: permission denied"]);
+}
+
+#[test]
+fn job_past_deadline_without_report_fails_with_the_reason() {
+    let status = status_from_jobs(
+        &running(&["r-check"]),
+        &[job("r-check", Some(("Failed", "DeadlineExceeded")))],
+        &[],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::Failed));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("DeadlineExceeded"),
+        "{:?}",
+        status.message
+    );
+}
+
+#[test]
+fn oom_killed_agent_fails_with_oomkilled() {
+    let status = status_from_jobs(
+        &running(&["r-prune"]),
+        &[job("r-prune", Some(("Failed", "BackoffLimitExceeded")))],
+        &[pod_terminated("r-prune", 137, "OOMKilled", None)],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::Failed));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("OOMKilled"),
+        "{:?}",
+        status.message
+    );
+}
+
+#[test]
+fn pod_stuck_on_missing_secret_fails_after_grace() {
+    let pods = [pod_waiting(
+        "r-backup",
+        "CreateContainerConfigError",
+        "secret \"backup-repo\" not found",
+    )];
+    let jobs = [job("r-backup", None)];
+    let early = status_from_jobs(
+        &running(&["r-backup"]),
+        &jobs,
+        &pods,
+        Some(1),
+        at("2026-01-01T00:01:00Z"),
+        STUCK,
+    );
+    assert_eq!(early.state, Some(RunState::Running));
+    let late = status_from_jobs(
+        &running(&["r-backup"]),
+        &jobs,
+        &pods,
+        Some(1),
+        at("2026-01-01T00:04:00Z"),
+        STUCK,
+    );
+    assert_eq!(late.state, Some(RunState::Failed));
+    assert!(
+        late.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("secret \"backup-repo\" not found"),
+        "{:?}",
+        late.message
+    );
+}
+
+#[test]
+fn deleted_job_fails_the_run() {
+    let status = status_from_jobs(
+        &running(&["r-backup"]),
+        &[],
+        &[],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::Failed));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("deleted"),
+        "{:?}",
+        status.message
+    );
+}
+
+#[test]
+fn running_job_keeps_status_unchanged() {
+    let previous = running(&["r-backup"]);
+    let status = status_from_jobs(
+        &previous,
+        &[job("r-backup", None)],
+        &[],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status, previous);
+}
+
+#[test]
+fn one_of_two_jobs_failing_is_partial_and_keeps_the_snapshot() {
+    let ok = report(RunState::Succeeded, "abc").to_termination_message();
+    let status = status_from_jobs(
+        &running(&["r-a", "r-b"]),
+        &[
+            job("r-a", Some(("Complete", "Completed"))),
+            job("r-b", Some(("Failed", "BackoffLimitExceeded"))),
+        ],
+        &[
+            pod_terminated("r-a", 0, "Completed", Some(ok)),
+            pod_terminated("r-b", 1, "Error", None),
+        ],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::PartiallySucceeded));
+    assert_eq!(status.snapshot_id.as_deref(), Some("abc"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("1 of 2 Jobs succeeded"),
+        "{:?}",
+        status.message
+    );
+}
+
+#[test]
+fn planning_problem_makes_successful_backup_partial() {
+    let mut previous = running(&["r-backup"]);
+    previous.errors = vec!["persistentvolumeclaim solo: ReadWriteOncePod and in use".into()];
+    let message = report(RunState::Succeeded, "abc").to_termination_message();
+    let status = status_from_jobs(
+        &previous,
+        &[job("r-backup", Some(("Complete", "Completed")))],
+        &[pod_terminated("r-backup", 0, "Completed", Some(message))],
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::PartiallySucceeded));
+    assert_eq!(status.errors.len(), 1);
+}
+
+#[test]
+fn unchanged_condition_keeps_its_transition_time() {
+    let first = with_state(
+        RunStatus::default(),
+        RunState::Pending,
+        "WaitingForRepository",
+        "m",
+        None,
+        at("2026-01-01T00:00:00Z"),
+    );
+    let again = with_state(
+        first.clone(),
+        RunState::Pending,
+        "WaitingForRepository",
+        "m",
+        None,
+        at("2026-01-01T00:10:00Z"),
+    );
+    assert_eq!(first, again);
+}
+
+fn repo_run(
+    op: Operation,
+    key: &str,
+    state: Option<RunState>,
+    started: bool,
+    minute: i64,
+) -> RepoRun {
+    RepoRun {
+        op,
+        key: key.into(),
+        repository: "s3:http://s3/bucket".into(),
+        state,
+        started,
+        created: Some(jiff::Timestamp::from_second(minute * 60).expect("ts")),
+    }
+}
+
+#[test]
+fn prune_waits_for_running_backup_on_same_repository() {
+    let me = repo_run(Operation::Prune, "a/p", None, false, 5);
+    let others = [repo_run(
+        Operation::Backup,
+        "b/x",
+        Some(RunState::Running),
+        true,
+        1,
+    )];
+    assert_eq!(
+        blocking_run(&me, &others).map(|r| r.key.as_str()),
+        Some("b/x")
+    );
+    let mut elsewhere = others.clone();
+    elsewhere[0].repository = "s3:http://s3/other".into();
+    assert_eq!(blocking_run(&me, &elsewhere), None);
+}
+
+#[test]
+fn backup_waits_only_for_running_prune() {
+    let me = repo_run(Operation::Backup, "a/b", None, false, 5);
+    let check = [repo_run(
+        Operation::Check,
+        "a/c",
+        Some(RunState::Running),
+        true,
+        1,
+    )];
+    assert_eq!(blocking_run(&me, &check), None);
+    let prune = [repo_run(
+        Operation::Prune,
+        "a/p",
+        Some(RunState::Running),
+        true,
+        1,
+    )];
+    assert!(blocking_run(&me, &prune).is_some());
+    let done = [repo_run(
+        Operation::Prune,
+        "a/p",
+        Some(RunState::Succeeded),
+        true,
+        1,
+    )];
+    assert_eq!(blocking_run(&me, &done), None);
+}
+
+#[test]
+fn of_two_waiting_checks_the_older_goes_first() {
+    let older = repo_run(Operation::Check, "a/c1", None, false, 1);
+    let newer = repo_run(Operation::Prune, "a/p2", None, false, 2);
+    let all = [older.clone(), newer.clone()];
+    assert_eq!(blocking_run(&older, &all), None);
+    assert_eq!(
+        blocking_run(&newer, &all).map(|r| r.key.as_str()),
+        Some("a/c1")
+    );
+}
+
+mod mocked {
+    use super::*;
+    use crate::controller::{Metrics, Settings, Stores};
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn context() -> (Arc<Context>, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let ctx = Context::new(
+            client,
+            Settings::default(),
+            Metrics::default(),
+            Stores::empty(),
+        );
+        (Arc::new(ctx), handle)
+    }
+
+    fn backup(status: Option<Value>) -> Backup {
+        serde_json::from_value(json!({
+            "apiVersion": "backup.appuio.ch/v1alpha1",
+            "kind": "Backup",
+            "metadata": {"name": "nightly-backup-202601010100", "namespace": "team", "uid": "bk-uid", "generation": 1,
+                         "labels": {"backup.appuio.ch/schedule": "nightly"}},
+            "spec": {"backend": {
+                "repoPasswordSecretRef": {"name": "backup-repo", "key": "password"},
+                "s3": {"endpoint": "http://minio:9000", "bucket": "baas",
+                       "accessKeyIDSecretRef": {"name": "c", "key": "username"},
+                       "secretAccessKeySecretRef": {"name": "c", "key": "password"}}}},
+            "status": status,
+        }))
+        .expect("test backup")
+    }
+
+    async fn next(
+        handle: &mut Handle,
+    ) -> (
+        http::Method,
+        String,
+        Value,
+        tower_test::mock::SendResponse<Response<Body>>,
+    ) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let method = request.method().clone();
+        let uri = request.uri().to_string();
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json body")
+        };
+        (method, uri, body, send)
+    }
+
+    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, body: &Value) {
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(serde_json::to_vec(body).expect("json")))
+                .expect("response"),
+        );
+    }
+
+    fn list(kind: &str, items: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
+    }
+
+    #[tokio::test]
+    async fn new_backup_creates_its_job_and_reports_running() {
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(
+                (method, uri.split('?').next().unwrap_or_default()),
+                (
+                    http::Method::GET,
+                    "/api/v1/namespaces/team/persistentvolumeclaims"
+                )
+            );
+            respond(
+                send,
+                &list(
+                    "PersistentVolumeClaim",
+                    json!([{
+                "metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
+                ),
+            );
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
+            respond(send, &list("Pod", json!([])));
+            for expected in [
+                "serviceaccounts/baas-agent",
+                "roles/baas-agent",
+                "rolebindings/baas-agent",
+            ] {
+                let (method, uri, body, send) = next(&mut handle).await;
+                assert_eq!(method, http::Method::PATCH);
+                assert!(
+                    uri.contains(expected) && uri.contains("fieldManager=baas"),
+                    "{uri}"
+                );
+                respond(send, &body);
+            }
+            let (method, uri, job, send) = next(&mut handle).await;
+            assert_eq!(
+                (method, uri.split('?').next().unwrap_or_default()),
+                (http::Method::POST, "/apis/batch/v1/namespaces/team/jobs")
+            );
+            assert_eq!(
+                job["metadata"]["name"],
+                "nightly-backup-202601010100-backup"
+            );
+            assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "bk-uid");
+            assert_eq!(
+                job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+                "/data/data"
+            );
+            respond(send, &job);
+            let (method, uri, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert!(uri.starts_with("/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups/nightly-backup-202601010100/status"), "{uri}");
+            assert_eq!(patch["status"]["state"], "Running");
+            assert_eq!(
+                patch["status"]["jobs"],
+                json!(["nightly-backup-202601010100-backup"])
+            );
+            let mut answer = serde_json::to_value(backup(None)).expect("json");
+            answer["status"] = patch["status"].clone();
+            respond(send, &answer);
+        });
+        reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn finished_job_turns_into_succeeded_status_and_an_event() {
+        let (ctx, mut handle) = context();
+        let previous =
+            serde_json::to_value(running(&["nightly-backup-202601010100-backup"])).expect("json");
+        let report = report(RunState::Succeeded, "abc123").to_termination_message();
+        let server = tokio::spawn(async move {
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(
+                uri.starts_with("/apis/batch/v1/namespaces/team/jobs?"),
+                "{uri}"
+            );
+            assert!(
+                uri.contains("labelSelector=backup.appuio.ch%2Frun%3Dnightly-backup-202601010100"),
+                "{uri}"
+            );
+            respond(
+                send,
+                &json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [{
+                "metadata": {"name": "nightly-backup-202601010100-backup", "namespace": "team",
+                             "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup", "name": "x", "uid": "bk-uid", "controller": true}]},
+                "status": {"conditions": [{"type": "Complete", "status": "True"}]}}]}),
+            );
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.starts_with("/api/v1/namespaces/team/pods?"), "{uri}");
+            respond(
+                send,
+                &list(
+                    "Pod",
+                    json!([serde_json::to_value(pod_terminated(
+                        "nightly-backup-202601010100-backup",
+                        0,
+                        "Completed",
+                        Some(report)
+                    ))
+                    .expect("json")]),
+                ),
+            );
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Succeeded");
+            assert_eq!(patch["status"]["snapshotID"], "abc123");
+            let mut answer = serde_json::to_value(backup(None)).expect("json");
+            answer["status"] = patch["status"].clone();
+            respond(send, &answer);
+            let (method, uri, event, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::POST);
+            assert!(
+                uri.starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
+                "{uri}"
+            );
+            assert_eq!(event["reason"], "Succeeded");
+            assert_eq!(event["type"], "Normal");
+            respond(send, &event);
+        });
+        let action = reconcile(Arc::new(backup(Some(previous))), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("mock server");
+    }
+}

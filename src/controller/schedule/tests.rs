@@ -1,0 +1,389 @@
+use super::*;
+use crate::controller::{Settings, Stores};
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+fn at(text: &str) -> jiff::Timestamp {
+    text.parse().expect("test timestamp")
+}
+
+fn cron(expression: &str) -> CronSchedule {
+    crate::cron::parse(expression).expect("test cron")
+}
+
+const HOUR: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+#[test]
+fn tick_just_passed_is_due_and_next_is_the_following_tick() {
+    let decision = decide_tick(
+        &cron("0 1 * * *"),
+        at("2026-01-02T01:00:00.2Z"),
+        Some(at("2026-01-01T01:00:00Z")),
+        None,
+        HOUR,
+    );
+    assert_eq!(decision.due, Some(at("2026-01-02T01:00:00Z")));
+    assert_eq!(decision.next, Some(at("2026-01-03T01:00:00Z")));
+}
+
+#[test]
+fn tick_already_handled_is_not_due_again() {
+    let decision = decide_tick(
+        &cron("0 1 * * *"),
+        at("2026-01-02T01:00:30Z"),
+        Some(at("2026-01-02T01:00:00Z")),
+        None,
+        HOUR,
+    );
+    assert_eq!(decision.due, None);
+}
+
+#[test]
+fn missed_ticks_collapse_into_one_run_of_the_latest() {
+    // Operator down from 00:03 to 00:40 with a tick every 5 minutes: one run, for 00:40.
+    let decision = decide_tick(
+        &cron("*/5 * * * *"),
+        at("2026-01-01T00:41:10Z"),
+        Some(at("2026-01-01T00:00:00Z")),
+        None,
+        HOUR,
+    );
+    assert_eq!(decision.due, Some(at("2026-01-01T00:40:00Z")));
+}
+
+#[test]
+fn missed_tick_older_than_the_window_is_skipped() {
+    let decision = decide_tick(
+        &cron("0 1 * * *"),
+        at("2026-01-02T03:00:00Z"),
+        Some(at("2026-01-01T01:00:00Z")),
+        None,
+        HOUR,
+    );
+    assert_eq!(decision.due, None);
+    assert_eq!(decision.next, Some(at("2026-01-03T01:00:00Z")));
+}
+
+#[test]
+fn tick_before_the_schedule_existed_does_not_run() {
+    let decision = decide_tick(
+        &cron("0 * * * *"),
+        at("2026-01-01T10:30:00Z"),
+        None,
+        Some(at("2026-01-01T10:20:00Z")),
+        HOUR,
+    );
+    assert_eq!(decision.due, None);
+    let decision = decide_tick(
+        &cron("0 * * * *"),
+        at("2026-01-01T11:00:01Z"),
+        None,
+        Some(at("2026-01-01T10:20:00Z")),
+        HOUR,
+    );
+    assert_eq!(decision.due, Some(at("2026-01-01T11:00:00Z")));
+}
+
+#[test]
+fn last_outcome_takes_newest_finished_and_newest_success() {
+    let run = |name: &str, minute: i64, state: Option<RunState>| OwnedRun {
+        name: name.into(),
+        created: Some(jiff::Timestamp::from_second(minute * 60).expect("ts")),
+        state,
+        finished: Some(jiff::Timestamp::from_second(minute * 60 + 30).expect("ts")),
+    };
+    let runs = [
+        run("a", 1, Some(RunState::Succeeded)),
+        run("b", 2, Some(RunState::PartiallySucceeded)),
+        run("c", 3, Some(RunState::Running)),
+    ];
+    let (state, success) = last_outcome(&OperationStatus::default(), &runs);
+    assert_eq!(state.as_deref(), Some("PartiallySucceeded"));
+    assert_eq!(success.map(|t| t.0.as_second()), Some(90));
+}
+
+fn schedule(spec: Value) -> Schedule {
+    serde_json::from_value(json!({
+        "apiVersion": "backup.appuio.ch/v1alpha1",
+        "kind": "Schedule",
+        "metadata": {"name": "nightly", "namespace": "team", "uid": "sched-uid", "generation": 1,
+                     "creationTimestamp": "2020-01-01T00:00:00Z"},
+        "spec": spec,
+    }))
+    .expect("test schedule")
+}
+
+fn backend() -> Value {
+    json!({
+        "repoPasswordSecretRef": {"name": "backup-repo", "key": "password"},
+        "s3": {"endpoint": "http://minio:9000", "bucket": "baas",
+               "accessKeyIDSecretRef": {"name": "c", "key": "username"},
+               "secretAccessKeySecretRef": {"name": "c", "key": "password"}},
+    })
+}
+
+/// What the API server answers to a status patch: the whole object with the new status.
+fn with_status(patch: &Value) -> Value {
+    let mut object = serde_json::to_value(schedule(json!({"backend": backend()}))).expect("json");
+    object["status"] = patch["status"].clone();
+    object
+}
+
+async fn body_json(request: Request<Body>) -> Value {
+    let bytes = request.into_body().collect_bytes().await.expect("body");
+    serde_json::from_slice(&bytes).expect("json body")
+}
+
+fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body: &Value) {
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(body).expect("json")))
+            .expect("response"),
+    );
+}
+
+async fn expect_run_list(
+    handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    plural: &str,
+    items: Value,
+) {
+    let (request, send) = handle.next_request().await.expect("list request");
+    assert_eq!(request.method(), http::Method::GET);
+    assert_eq!(
+        request.uri().path(),
+        format!("/apis/backup.appuio.ch/v1alpha1/namespaces/team/{plural}")
+    );
+    assert!(
+        request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .contains("labelSelector=backup.appuio.ch%2Fschedule%3Dnightly"),
+        "{}",
+        request.uri()
+    );
+    respond(
+        send,
+        200,
+        &json!({"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+    );
+}
+
+fn test_context() -> (
+    Arc<Context>,
+    tower_test::mock::Handle<Request<Body>, Response<Body>>,
+) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let ctx = Context::new(
+        client,
+        Settings::default(),
+        crate::controller::Metrics::default(),
+        Stores::empty(),
+    );
+    (Arc::new(ctx), handle)
+}
+
+#[tokio::test]
+async fn schedule_at_tick_creates_exactly_one_owned_backup_then_writes_status() {
+    let (ctx, mut handle) = test_context();
+    let sched = schedule(
+        json!({"backend": backend(), "backup": {"schedule": "* * * * *", "promURL": "http://push:9091"}}),
+    );
+    let server = tokio::spawn(async move {
+        expect_run_list(&mut handle, "backups", json!([])).await;
+        let (request, send) = handle.next_request().await.expect("create request");
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups"
+        );
+        let backup = body_json(request).await;
+        let name = backup["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
+        assert!(name.starts_with("nightly-backup-"), "{name}");
+        let tick: jiff::Timestamp = backup["metadata"]["annotations"]["backup.appuio.ch/tick"]
+            .as_str()
+            .expect("tick")
+            .parse()
+            .expect("tick time");
+        assert_eq!(name, run_name("nightly", Operation::Backup, tick));
+        assert_eq!(
+            backup["metadata"]["labels"]["backup.appuio.ch/schedule"],
+            "nightly"
+        );
+        assert_eq!(
+            backup["metadata"]["labels"]["backup.appuio.ch/operation"],
+            "backup"
+        );
+        assert_eq!(backup["metadata"]["ownerReferences"][0]["uid"], "sched-uid");
+        assert_eq!(backup["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(backup["spec"]["promURL"], "http://push:9091");
+        assert_eq!(backup["spec"]["backend"], backend());
+        respond(send, 201, &backup);
+
+        let (request, send) = handle.next_request().await.expect("status request");
+        assert_eq!(request.method(), http::Method::PATCH);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/backup.appuio.ch/v1alpha1/namespaces/team/schedules/nightly/status"
+        );
+        assert!(
+            request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .contains("fieldManager=baas")
+        );
+        let patch = body_json(request).await;
+        assert_eq!(patch["status"]["backup"]["lastRunName"], name.as_str());
+        assert!(patch["status"]["backup"]["nextRun"].is_string());
+        assert_eq!(patch["status"]["conditions"][0]["type"], "Ready");
+        assert_eq!(patch["status"]["conditions"][0]["status"], "True");
+        respond(send, 200, &with_status(&patch));
+        handle
+    });
+    let action = reconcile(Arc::new(sched), ctx).await.expect("reconcile");
+    assert!(
+        action != Action::await_change(),
+        "a scheduled Schedule must requeue for its next tick"
+    );
+    let mut handle = server.await.expect("mock server");
+    // Nothing else was sent: exactly one run.
+    let more =
+        tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request()).await;
+    assert!(
+        matches!(more, Err(_) | Ok(None)),
+        "unexpected further request"
+    );
+}
+
+#[tokio::test]
+async fn existing_run_for_the_tick_is_not_an_error() {
+    let (ctx, mut handle) = test_context();
+    let sched = schedule(json!({"backend": backend(), "check": {"schedule": "* * * * *"}}));
+    let server = tokio::spawn(async move {
+        expect_run_list(&mut handle, "checks", json!([])).await;
+        let (request, send) = handle.next_request().await.expect("create request");
+        assert_eq!(
+            request.uri().path(),
+            "/apis/backup.appuio.ch/v1alpha1/namespaces/team/checks"
+        );
+        respond(
+            send,
+            409,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"}),
+        );
+        let (request, send) = handle.next_request().await.expect("status request");
+        assert_eq!(request.method(), http::Method::PATCH);
+        let patch = body_json(request).await;
+        assert!(patch["status"]["check"]["lastRunName"].is_string());
+        respond(send, 200, &with_status(&patch));
+    });
+    reconcile(Arc::new(sched), ctx).await.expect("409 is fine");
+    server.await.expect("mock server");
+}
+
+#[tokio::test]
+async fn invalid_cron_sets_ready_false_and_creates_nothing() {
+    let (ctx, mut handle) = test_context();
+    let sched = schedule(json!({"backend": backend(), "backup": {"schedule": "0 1 * *"}}));
+    let server = tokio::spawn(async move {
+        let (request, send) = handle.next_request().await.expect("status request");
+        assert_eq!(request.method(), http::Method::PATCH);
+        let patch = body_json(request).await;
+        let ready = &patch["status"]["conditions"][0];
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "InvalidSchedule");
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("spec.backup.schedule: "),
+            "{ready}"
+        );
+        respond(send, 200, &with_status(&patch));
+    });
+    let action = reconcile(Arc::new(sched), ctx).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    server.await.expect("mock server");
+}
+
+#[tokio::test]
+async fn suspended_schedule_creates_no_run() {
+    let (ctx, mut handle) = test_context();
+    let sched = schedule(
+        json!({"backend": backend(), "suspend": true, "backup": {"schedule": "* * * * *"}}),
+    );
+    let server = tokio::spawn(async move {
+        let (request, send) = handle.next_request().await.expect("status request");
+        assert_eq!(
+            request.method(),
+            http::Method::PATCH,
+            "no run may be created"
+        );
+        let patch = body_json(request).await;
+        assert_eq!(patch["status"]["conditions"][0]["reason"], "Suspended");
+        respond(send, 200, &with_status(&patch));
+    });
+    reconcile(Arc::new(sched), ctx).await.expect("reconcile");
+    server.await.expect("mock server");
+}
+
+#[tokio::test]
+async fn tick_while_previous_backup_runs_is_skipped_with_an_event() {
+    let (ctx, mut handle) = test_context();
+    let sched = schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *"}}));
+    let server = tokio::spawn(async move {
+        let running = json!({
+            "apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
+            "metadata": {"name": "nightly-backup-202001010000", "namespace": "team", "creationTimestamp": "2020-01-01T00:00:00Z",
+                         "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Schedule", "name": "nightly", "uid": "sched-uid", "controller": true}]},
+            "spec": {"backend": backend()},
+            "status": {"state": "Running", "jobs": ["j"]},
+        });
+        expect_run_list(&mut handle, "backups", json!([running])).await;
+        let (request, send) = handle.next_request().await.expect("event request");
+        assert_eq!(
+            request.method(),
+            http::Method::POST,
+            "no Backup may be created"
+        );
+        assert!(
+            request
+                .uri()
+                .path()
+                .starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
+            "{}",
+            request.uri()
+        );
+        let event = body_json(request).await;
+        assert_eq!(event["reason"], "BackupSkipped");
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("nightly-backup-202001010000"),
+            "{event}"
+        );
+        respond(send, 201, &event);
+        let (request, send) = handle.next_request().await.expect("status request");
+        assert_eq!(request.method(), http::Method::PATCH);
+        let patch = body_json(request).await;
+        assert!(
+            patch["status"]["backup"]["lastRun"].is_string(),
+            "the skipped tick counts as handled"
+        );
+        assert!(
+            patch["status"]["backup"].get("lastRunName").is_none(),
+            "{patch}"
+        );
+        respond(send, 200, &with_status(&patch));
+    });
+    reconcile(Arc::new(sched), ctx).await.expect("reconcile");
+    server.await.expect("mock server");
+}

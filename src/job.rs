@@ -1,0 +1,669 @@
+//! Pure builders for the Kubernetes objects the reconciler creates: names, labels, the choice
+//! of PVCs and nodes for a backup, and the Jobs that run `baas agent`. Nothing here talks to
+//! the API server, so every decision is unit-tested.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::{Deserialize, Serialize};
+
+use crate::crd::{
+    ANNOTATION_BACKUP, ANNOTATION_BACKUP_COMMAND, ANNOTATION_BACKUP_COMMAND_CONTAINER, Backend,
+    RestoreSpec, Retention, SecretKeyRef,
+};
+use crate::{Error, Result};
+
+/// Marks every object the operator creates.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGER: &str = "baas";
+/// On runs created by a Schedule (and their Jobs): the Schedule's name.
+pub const LABEL_SCHEDULE: &str = "backup.appuio.ch/schedule";
+/// On runs and Jobs: `backup`, `check`, `prune` or `restore`.
+pub const LABEL_OPERATION: &str = "backup.appuio.ch/operation";
+/// On Jobs and their pods: the name of the run object.
+pub const LABEL_RUN: &str = "backup.appuio.ch/run";
+/// On runs and Jobs: a hash of the restic repository URL, to find every operation on one
+/// repository across namespaces.
+pub const LABEL_REPOSITORY: &str = "backup.appuio.ch/repository";
+/// The ServiceAccount the agent Jobs run as, created by the operator in each namespace.
+pub const AGENT_SERVICE_ACCOUNT: &str = "baas-agent";
+/// Where backed-up PVCs are mounted, one subdirectory per claim.
+pub const DATA_DIR: &str = "/data";
+/// Where a restore's target PVC is mounted, one subdirectory named after the claim.
+pub const RESTORE_DIR: &str = "/restore";
+/// The longest valid DNS label, the limit for Job names and label values.
+pub const MAX_NAME: usize = 63;
+
+/// The four operations a run can be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    /// `restic backup` of PVCs and backup commands.
+    Backup,
+    /// `restic check`.
+    Check,
+    /// `restic forget --prune`.
+    Prune,
+    /// `restic restore` or `restic dump`.
+    Restore,
+}
+
+impl Operation {
+    /// Lowercase name, as in labels and `baas agent <op>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Backup => "backup",
+            Operation::Check => "check",
+            Operation::Prune => "prune",
+            Operation::Restore => "restore",
+        }
+    }
+
+    /// The kind of the run object.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Operation::Backup => "Backup",
+            Operation::Check => "Check",
+            Operation::Prune => "Prune",
+            Operation::Restore => "Restore",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The restic repository of a backend: `s3:<endpoint>/<bucket>`.
+pub fn repository_url(backend: &Backend) -> String {
+    format!(
+        "s3:{}/{}",
+        backend.s3.endpoint.trim_end_matches('/'),
+        backend.s3.bucket
+    )
+}
+
+/// A label value naming a repository: label values cannot hold a URL, so it is a hash.
+pub fn repository_label(url: &str) -> String {
+    format!("{:016x}", fnv1a64(url.as_bytes()))
+}
+
+/// FNV-1a: stable across releases and platforms, unlike `std`'s hasher, which matters
+/// because the hashes end up in names and labels stored in the cluster.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `<base>-<suffix>` as a valid DNS label of at most 63 characters. When it would be longer,
+/// the base is cut and a hash of the whole base keeps names of different bases apart.
+pub fn dns_label(base: &str, suffix: &str) -> String {
+    let clean: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let full = format!("{clean}-{suffix}");
+    if full.len() <= MAX_NAME {
+        return full;
+    }
+    let hash = format!("{:08x}", fnv1a64(base.as_bytes()) as u32);
+    let room = MAX_NAME - suffix.len() - hash.len() - 2;
+    let cut = clean[..room.min(clean.len())].trim_end_matches('-');
+    format!("{cut}-{hash}-{suffix}")
+}
+
+/// Name of the run a Schedule creates for a tick: `<schedule>-<op>-<yyyymmddhhmm>`. The same
+/// tick always gives the same name, so a restarted or second operator cannot duplicate it.
+pub fn run_name(schedule: &str, op: Operation, tick: jiff::Timestamp) -> String {
+    let stamp = tick.strftime("%Y%m%d%H%M").to_string();
+    dns_label(schedule, &format!("{}-{stamp}", op.as_str()))
+}
+
+/// Name of a run's Job; `node` is set for a backup Job pinned to a node.
+pub fn job_name(run: &str, op: Operation, node: Option<&str>) -> String {
+    match node {
+        None => dns_label(run, op.as_str()),
+        Some(node) => dns_label(
+            run,
+            &format!("{}-{:08x}", op.as_str(), fnv1a64(node.as_bytes()) as u32),
+        ),
+    }
+}
+
+/// A shell command run inside a pod whose stdout goes into the backup; the JSON shape of
+/// `BAAS_BACKUP_COMMANDS`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BackupCommand {
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+    /// Shell command.
+    pub command: String,
+}
+
+/// One Job of a backup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupJobPlan {
+    /// The node the Job must run on, because a ReadWriteOnce claim in use is attached there.
+    pub node: Option<String>,
+    /// Claims mounted read-only at `/data/<claim>`.
+    pub claims: Vec<String>,
+    /// Backup commands this Job runs (all of them go into one Job).
+    pub commands: Vec<BackupCommand>,
+}
+
+/// What one backup does: its Jobs and the claims it cannot back up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupPlan {
+    /// One Job for shared and unused claims, one per node holding ReadWriteOnce claims in use.
+    pub jobs: Vec<BackupJobPlan>,
+    /// Claims that cannot be backed up, one sentence each.
+    pub problems: Vec<String>,
+}
+
+fn pod_is_live(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none() && matches!(phase, Some("Running" | "Pending"))
+}
+
+fn pod_claims(pod: &Pod) -> impl Iterator<Item = &str> {
+    pod.spec
+        .iter()
+        .flat_map(|spec| spec.volumes.iter().flatten())
+        .filter_map(|volume| volume.persistent_volume_claim.as_ref())
+        .map(|claim| claim.claim_name.as_str())
+}
+
+/// Decides which claims a backup mounts in which Job. Every Bound claim not annotated
+/// `appuio.ch/backup: "false"` is backed up: ReadWriteMany, ReadOnlyMany and claims no live pod
+/// uses go into one Job; a ReadWriteOnce claim used by a pod goes into a Job on that pod's
+/// node; a ReadWriteOncePod claim in use cannot be mounted and is a problem. Backup commands of
+/// annotated running pods go into the first Job.
+pub fn plan_backup(pvcs: &[PersistentVolumeClaim], pods: &[Pod]) -> BackupPlan {
+    let live: Vec<&Pod> = pods.iter().filter(|p| pod_is_live(p)).collect();
+    let mut shared = Vec::new();
+    let mut pinned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut claims: Vec<&PersistentVolumeClaim> = pvcs.iter().collect();
+    claims.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    for pvc in claims {
+        let Some(name) = pvc.metadata.name.clone() else {
+            continue;
+        };
+        let excluded = pvc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_BACKUP))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if excluded || !bound || pvc.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let modes: Vec<&str> = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.access_modes.as_ref())
+            .map(|m| m.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let user = live
+            .iter()
+            .filter(|pod| pod_claims(pod).any(|c| c == name))
+            .find_map(|pod| {
+                let node = pod.spec.as_ref()?.node_name.clone()?;
+                Some((pod.metadata.name.clone().unwrap_or_default(), node))
+            });
+        let shareable = modes.contains(&"ReadWriteMany") || modes.contains(&"ReadOnlyMany");
+        match user {
+            Some((pod, _)) if !shareable && modes.contains(&"ReadWriteOncePod") => {
+                problems.push(format!(
+                    "persistentvolumeclaim {name}: ReadWriteOncePod and in use by pod {pod}, so no backup Job can mount it"
+                ));
+            }
+            Some((_, node)) if !shareable => pinned.entry(node).or_default().push(name),
+            _ => shared.push(name),
+        }
+    }
+    let mut jobs = Vec::new();
+    if !shared.is_empty() {
+        jobs.push(BackupJobPlan {
+            node: None,
+            claims: shared,
+            commands: Vec::new(),
+        });
+    }
+    for (node, claims) in pinned {
+        jobs.push(BackupJobPlan {
+            node: Some(node),
+            claims,
+            commands: Vec::new(),
+        });
+    }
+    let commands = backup_commands(&live);
+    if !commands.is_empty() {
+        match jobs.first_mut() {
+            Some(job) => job.commands = commands,
+            None => jobs.push(BackupJobPlan {
+                node: None,
+                claims: Vec::new(),
+                commands,
+            }),
+        }
+    }
+    BackupPlan { jobs, problems }
+}
+
+fn backup_commands(live: &[&Pod]) -> Vec<BackupCommand> {
+    let mut commands: Vec<BackupCommand> = live
+        .iter()
+        .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|pod| {
+            let annotations = pod.metadata.annotations.as_ref()?;
+            let command = annotations.get(ANNOTATION_BACKUP_COMMAND)?.trim();
+            if command.is_empty() {
+                return None;
+            }
+            let container = match annotations.get(ANNOTATION_BACKUP_COMMAND_CONTAINER) {
+                Some(container) if !container.trim().is_empty() => container.trim().to_string(),
+                _ => pod.spec.as_ref()?.containers.first()?.name.clone(),
+            };
+            Some(BackupCommand {
+                pod: pod.metadata.name.clone()?,
+                container,
+                command: command.to_string(),
+            })
+        })
+        .collect();
+    commands.sort_by(|a, b| a.pod.cmp(&b.pod));
+    commands
+}
+
+/// The node a restore into `claim` must run on: where a live pod has the claim attached, so
+/// that a ReadWriteOnce volume in use can still be written. `None` when no pod uses it.
+pub fn node_using_claim(claim: &str, pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter(|pod| pod_is_live(pod))
+        .filter(|pod| pod_claims(pod).any(|c| c == claim))
+        .find_map(|pod| pod.spec.as_ref()?.node_name.clone())
+}
+
+/// Operator-wide settings that shape every Job.
+#[derive(Clone, Debug)]
+pub struct JobSettings {
+    /// Image that holds `baas` and `restic`.
+    pub image: String,
+    /// Longest a Job may run before Kubernetes kills it.
+    pub active_deadline_seconds: i64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            image: "ghcr.io/appuio/baas:latest".into(),
+            active_deadline_seconds: 12 * 3600,
+        }
+    }
+}
+
+/// The identity of a run object, for owner references, labels and names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunMeta {
+    /// The operation, which also gives the kind.
+    pub op: Operation,
+    /// Name of the run object.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its UID (owner references need it).
+    pub uid: String,
+    /// The Schedule that created it, if any.
+    pub schedule: Option<String>,
+}
+
+impl RunMeta {
+    /// The controller owner reference that makes the run own its Jobs.
+    pub fn owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+            kind: self.op.kind().into(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}
+
+/// Labels of a run's Jobs and pods.
+pub fn run_labels(run: &RunMeta, backend: &Backend) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+        (LABEL_OPERATION.to_string(), run.op.as_str().to_string()),
+        (LABEL_RUN.to_string(), label_value(&run.name)),
+        (
+            LABEL_REPOSITORY.to_string(),
+            repository_label(&repository_url(backend)),
+        ),
+    ]);
+    if let Some(schedule) = &run.schedule {
+        labels.insert(LABEL_SCHEDULE.to_string(), label_value(schedule));
+    }
+    labels
+}
+
+/// Object names can be longer than label values; a long one is hashed into a fitting value.
+pub fn label_value(name: &str) -> String {
+    if name.len() <= MAX_NAME {
+        name.to_string()
+    } else {
+        let hash = format!("{:08x}", fnv1a64(name.as_bytes()) as u32);
+        format!(
+            "{}-{hash}",
+            name[..MAX_NAME - 9].trim_end_matches(['-', '.'])
+        )
+    }
+}
+
+fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// The environment every agent needs: repository, credentials (only as `secretKeyRef`, so the
+/// operator never reads a secret), namespace and run name.
+fn base_env(run: &RunMeta, backend: &Backend, prom_url: Option<&str>) -> Result<Vec<EnvVar>> {
+    let password = backend
+        .repo_password_secret_ref
+        .as_ref()
+        .or(backend.s3.repo_password_secret_ref.as_ref())
+        .ok_or_else(|| {
+            Error::InvalidSpec(
+                "spec.backend.repoPasswordSecretRef: required to open the repository".into(),
+            )
+        })?;
+    let mut env = vec![
+        plain_env("RESTIC_REPOSITORY", repository_url(backend)),
+        secret_env("RESTIC_PASSWORD", password),
+        secret_env("AWS_ACCESS_KEY_ID", &backend.s3.access_key_id_secret_ref),
+        secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            &backend.s3.secret_access_key_secret_ref,
+        ),
+        EnvVar {
+            name: "BAAS_NAMESPACE".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: "metadata.namespace".into(),
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        plain_env("BAAS_RUN_NAME", run.name.clone()),
+    ];
+    if let Some(url) = prom_url.filter(|u| !u.trim().is_empty()) {
+        env.push(plain_env("BAAS_PROM_URL", url.trim()));
+    }
+    Ok(env)
+}
+
+/// What differs between the Jobs of the four operations.
+struct JobShape {
+    name: String,
+    env: Vec<EnvVar>,
+    /// (claim, mount path, read only)
+    mounts: Vec<(String, String, bool)>,
+    node: Option<String>,
+}
+
+fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSettings) -> Job {
+    let labels = run_labels(run, backend);
+    let volumes: Vec<Volume> = shape
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, (claim, _, read_only))| Volume {
+            name: format!("claim-{i}"),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(*read_only),
+            }),
+            ..Volume::default()
+        })
+        .collect();
+    let volume_mounts: Vec<VolumeMount> = shape
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, path, read_only))| VolumeMount {
+            name: format!("claim-{i}"),
+            mount_path: path.clone(),
+            read_only: Some(*read_only),
+            ..VolumeMount::default()
+        })
+        .collect();
+    let container = Container {
+        name: "agent".into(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["baas".into(), "agent".into(), run.op.as_str().into()]),
+        env: Some(shape.env),
+        volume_mounts: (!volume_mounts.is_empty()).then_some(volume_mounts),
+        termination_message_policy: Some("File".into()),
+        termination_message_path: Some("/dev/termination-log".into()),
+        // Root inside the container, without privileges, so files of any owner in the PVCs
+        // can be read (backup) and written with their original owners (restore).
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(vec![
+                    "CHOWN".into(),
+                    "DAC_OVERRIDE".into(),
+                    "DAC_READ_SEARCH".into(),
+                    "FOWNER".into(),
+                ]),
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(shape.name),
+            namespace: Some(run.namespace.clone()),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![run.owner_reference()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            // restic is not idempotent enough to retry blindly (a half-written backup is
+            // reported, not repeated): the next tick is the retry.
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(settings.active_deadline_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: Some(AGENT_SERVICE_ACCOUNT.into()),
+                    node_name: shape.node,
+                    containers: vec![container],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The Job of one part of a backup.
+pub fn build_backup_job(
+    run: &RunMeta,
+    backend: &Backend,
+    prom_url: Option<&str>,
+    plan: &BackupJobPlan,
+    settings: &JobSettings,
+) -> Result<Job> {
+    let mut env = base_env(run, backend, prom_url)?;
+    if !plan.commands.is_empty() {
+        let json = serde_json::to_string(&plan.commands)
+            .map_err(|e| Error::Serialization(e.to_string()))?;
+        env.push(plain_env("BAAS_BACKUP_COMMANDS", json));
+    }
+    let mounts = plan
+        .claims
+        .iter()
+        .map(|claim| (claim.clone(), format!("{DATA_DIR}/{claim}"), true))
+        .collect();
+    let shape = JobShape {
+        name: job_name(&run.name, run.op, plan.node.as_deref()),
+        env,
+        mounts,
+        node: plan.node.clone(),
+    };
+    Ok(build_job(run, backend, shape, settings))
+}
+
+/// The Job of a check.
+pub fn build_check_job(
+    run: &RunMeta,
+    backend: &Backend,
+    prom_url: Option<&str>,
+    settings: &JobSettings,
+) -> Result<Job> {
+    let shape = JobShape {
+        name: job_name(&run.name, run.op, None),
+        env: base_env(run, backend, prom_url)?,
+        mounts: Vec::new(),
+        node: None,
+    };
+    Ok(build_job(run, backend, shape, settings))
+}
+
+/// The Job of a prune; an absent or empty retention becomes the default one.
+pub fn build_prune_job(
+    run: &RunMeta,
+    backend: &Backend,
+    prom_url: Option<&str>,
+    retention: Option<&Retention>,
+    settings: &JobSettings,
+) -> Result<Job> {
+    let retention = match retention {
+        Some(r) if *r != Retention::default() => r.clone(),
+        _ => crate::crd::default_retention(),
+    };
+    let mut env = base_env(run, backend, prom_url)?;
+    let json =
+        serde_json::to_string(&retention).map_err(|e| Error::Serialization(e.to_string()))?;
+    env.push(plain_env("BAAS_RETENTION", json));
+    let shape = JobShape {
+        name: job_name(&run.name, run.op, None),
+        env,
+        mounts: Vec::new(),
+        node: None,
+    };
+    Ok(build_job(run, backend, shape, settings))
+}
+
+/// The Job of a restore. A PVC target is mounted read-write at `/restore/<claimName>`, which
+/// `BAAS_RESTORE_DIR` names; S3 target credentials come as `secretKeyRef`s.
+pub fn build_restore_job(
+    run: &RunMeta,
+    spec: &RestoreSpec,
+    node: Option<String>,
+    settings: &JobSettings,
+) -> Result<Job> {
+    let mut env = base_env(run, &spec.backend, spec.prom_url.as_deref())?;
+    if let Some(snapshot) = spec.snapshot.as_deref().filter(|s| !s.trim().is_empty()) {
+        env.push(plain_env("BAAS_SNAPSHOT", snapshot.trim()));
+    }
+    if let Some(path) = spec.path.as_deref().filter(|s| !s.trim().is_empty()) {
+        env.push(plain_env("BAAS_RESTORE_PATH", path.trim()));
+    }
+    let mut mounts = Vec::new();
+    match (&spec.restore_method.s3, &spec.restore_method.pvc) {
+        (Some(s3), None) => {
+            env.push(plain_env(
+                "BAAS_RESTORE_S3_ENDPOINT",
+                s3.endpoint.trim_end_matches('/'),
+            ));
+            env.push(plain_env("BAAS_RESTORE_S3_BUCKET", s3.bucket.clone()));
+            env.push(secret_env(
+                "BAAS_RESTORE_S3_ACCESS_KEY_ID",
+                &s3.access_key_id_secret_ref,
+            ));
+            env.push(secret_env(
+                "BAAS_RESTORE_S3_SECRET_ACCESS_KEY",
+                &s3.secret_access_key_secret_ref,
+            ));
+        }
+        (None, Some(pvc)) => {
+            let dir = format!("{RESTORE_DIR}/{}", pvc.claim_name);
+            env.push(plain_env("BAAS_RESTORE_DIR", dir.clone()));
+            mounts.push((pvc.claim_name.clone(), dir, false));
+        }
+        _ => {
+            return Err(Error::InvalidSpec(
+                "spec.restoreMethod: exactly one of s3 or pvc is required".into(),
+            ));
+        }
+    }
+    let shape = JobShape {
+        name: job_name(&run.name, run.op, None),
+        env,
+        mounts,
+        node,
+    };
+    Ok(build_job(run, &spec.backend, shape, settings))
+}
+
+#[cfg(test)]
+mod tests;
