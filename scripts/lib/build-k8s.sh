@@ -28,6 +28,10 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 
 log() { echo "[build-k8s] $*" >&2; }
 
+# one build at a time per cache (several checkouts may share it)
+exec 9>"$OUT/.lock"
+flock 9
+
 need=()
 for b in etcd kube-apiserver kube-controller-manager; do
   [[ -x "$BIN/$b" ]] || need+=("$b")
