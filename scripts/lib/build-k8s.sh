@@ -40,7 +40,7 @@ if [[ "${BAAS_BUILD_KUBECTL:-0}" == 1 && ! -x "$BIN/kubectl" ]]; then need+=(kub
 
 if ((${#need[@]})); then
   staging_version="v0.${K8S_VERSION#*.}"
-  go_mod_dir="$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  go_mod_dir="$(cd "$OUT" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
   {
     echo "module baas.local/k8s-build"
     echo
