@@ -28,6 +28,10 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 
 log() { echo "[build-k8s] $*" >&2; }
 
+# one build at a time per cache (several checkouts may share it)
+exec 9>"$OUT/.lock"
+flock 9
+
 need=()
 for b in etcd kube-apiserver kube-controller-manager; do
   [[ -x "$BIN/$b" ]] || need+=("$b")
@@ -36,7 +40,7 @@ if [[ "${BAAS_BUILD_KUBECTL:-0}" == 1 && ! -x "$BIN/kubectl" ]]; then need+=(kub
 
 if ((${#need[@]})); then
   staging_version="v0.${K8S_VERSION#*.}"
-  go_mod_dir="$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  go_mod_dir="$(cd "$OUT" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
   {
     echo "module baas.local/k8s-build"
     echo

@@ -727,6 +727,7 @@ func (w *podWorker) pushStatus(ctx context.Context) {
 			return nil // terminal phases never change
 		}
 		p.Status = w.buildStatus(p.Status)
+		p.Status.ObservedGeneration = p.Generation
 		_, err = w.a.cs.CoreV1().Pods(w.ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 		return err
 	})

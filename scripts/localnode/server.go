@@ -14,10 +14,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
 	utilexec "k8s.io/utils/exec"
@@ -149,7 +152,7 @@ type executor struct{ h *kubeletAPI }
 
 // ExecInContainer runs cmd in the container's mount namespace with the
 // container's environment and working directory.
-func (e *executor) ExecInContainer(ctx context.Context, name, uid, container string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, _ <-chan remotecommand.TerminalSize, _ time.Duration) error {
+func (e *executor) ExecInContainer(ctx context.Context, name, uid, container string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize, _ time.Duration) error {
 	ns, pod, _ := strings.Cut(name, "/")
 	_, c, err := e.h.target(ns, pod, uid, container)
 	if err != nil {
@@ -161,6 +164,9 @@ func (e *executor) ExecInContainer(ctx context.Context, name, uid, container str
 	args := []string{"--target", strconv.Itoa(c.pid), "--mount", "--wd=" + c.workDir, "--"}
 	x := exec.CommandContext(ctx, "nsenter", append(args, cmd...)...)
 	x.Env = c.env
+	if tty {
+		return execTTY(x, in, out, resize)
+	}
 	if out != nil {
 		x.Stdout = out
 	}
@@ -273,4 +279,63 @@ func tailLines(b []byte, n int) []byte {
 		lines = lines[len(lines)-n:]
 	}
 	return bytes.Join(lines, nil)
+}
+
+// execTTY runs x on a new pseudo-terminal (kubectl exec -t).
+func execTTY(x *exec.Cmd, in io.Reader, out io.Writer, resize <-chan remotecommand.TerminalSize) error {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return err
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		return fmt.Errorf("unlockpt: %w", err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		return fmt.Errorf("ptsname: %w", err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return err
+	}
+	x.Stdin, x.Stdout, x.Stderr = pts, pts, pts
+	x.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if !slices.ContainsFunc(x.Env, func(e string) bool { return strings.HasPrefix(e, "TERM=") }) {
+		x.Env = append(x.Env, "TERM=xterm")
+	}
+	err = x.Start()
+	pts.Close()
+	if err != nil {
+		return err
+	}
+	if resize != nil {
+		go func() {
+			for sz := range resize {
+				_ = unix.IoctlSetWinsize(int(ptmx.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+			}
+		}()
+	}
+	if in != nil {
+		go func() { _, _ = io.Copy(ptmx, in) }()
+	}
+	copied := make(chan struct{})
+	go func() {
+		if out != nil {
+			_, _ = io.Copy(out, ptmx) // ends with EIO once the last writer is gone
+		} else {
+			_, _ = io.Copy(io.Discard, ptmx)
+		}
+		close(copied)
+	}()
+	err = x.Wait()
+	select {
+	case <-copied:
+	case <-time.After(2 * time.Second):
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return utilexec.CodeExitError{Err: err, Code: exitCode(x, err)}
+	}
+	return err
 }

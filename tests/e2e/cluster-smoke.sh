@@ -7,7 +7,6 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-eval "$("$REPO/scripts/cluster" env)"
 NS="smoke-$$-$RANDOM"
 T="${SMOKE_TIMEOUT:-60s}"
 passed=0 failed=0
@@ -15,8 +14,19 @@ passed=0 failed=0
 pass() { echo "PASS: $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL: $1${2:+ — $2}"; failed=$((failed + 1)); }
 k() { kubectl -n "$NS" "$@"; }
-cleanup() { kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+kapply() { k apply -f - >/dev/null || echo "(kubectl apply failed)" >&2; }
+finish() {
+  local rc=$?
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  if [[ -z "${finished:-}" ]]; then
+    echo "FAIL: the smoke script itself stopped early (exit $rc)"
+    echo "$passed passed, $((failed + 1)) failed"
+    exit 1
+  fi
+}
+trap finish EXIT
+finished=""
+eval "$("$REPO/scripts/cluster" env)"
 
 kubectl create namespace "$NS" >/dev/null
 # the ServiceAccount admission plugin rejects pods until "default" exists
@@ -31,7 +41,7 @@ fi
 node="$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')"
 
 # 2. PVC provisioning and binding
-k apply -f - >/dev/null <<'EOF'
+kapply <<'EOF'
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: mypvc}
@@ -46,7 +56,7 @@ else
 fi
 
 # 3. a pod writes into the PVC
-k apply -f - >/dev/null <<'EOF'
+kapply <<'EOF'
 apiVersion: v1
 kind: Pod
 metadata: {name: writer}
@@ -69,7 +79,7 @@ fi
 if [[ "$(k logs writer 2>&1)" == wrote ]]; then pass "kubectl logs"; else fail "kubectl logs" "$(k logs writer 2>&1 | head -5)"; fi
 
 # 5. a Job reads the PVC and leaves a termination message
-k apply -f - >/dev/null <<'EOF'
+kapply <<'EOF'
 apiVersion: batch/v1
 kind: Job
 metadata: {name: reader}
@@ -94,8 +104,8 @@ msg="$(k get pods -l job-name=reader -o jsonpath='{.items[0].status.containerSta
 if [[ "$msg" == done* ]]; then pass "termination message '$msg' in the Job's pod"; else fail "termination message" "got '$msg'"; fi
 
 # 6. secretKeyRef env reaches the process; missing secret blocks the container
-k create secret generic creds --from-literal=password=s3cr3t >/dev/null
-k apply -f - >/dev/null <<'EOF'
+k create secret generic creds --from-literal=password=s3cr3t >/dev/null || true
+kapply <<'EOF'
 apiVersion: v1
 kind: Pod
 metadata: {name: envcheck}
@@ -141,7 +151,7 @@ else
 fi
 
 # 7. exec into a running pod, exit code propagated; in-cluster token works
-k apply -f - >/dev/null <<'EOF'
+kapply <<'EOF'
 apiVersion: v1
 kind: Pod
 metadata: {name: sleeper}
@@ -167,7 +177,7 @@ else
 fi
 
 # 8. a failing Job with backoffLimit 0 fails
-k apply -f - >/dev/null <<'EOF'
+kapply <<'EOF'
 apiVersion: batch/v1
 kind: Job
 metadata: {name: failing}
@@ -200,8 +210,8 @@ fi
 # 10. restic in a Job backs the PVC up into the local S3 server
 bucket="smoke-$RANDOM$RANDOM"
 k create secret generic s3 --from-literal=id="$AWS_ACCESS_KEY_ID" --from-literal=secret="$AWS_SECRET_ACCESS_KEY" \
-  --from-literal=repo=restic-pass >/dev/null
-k apply -f - >/dev/null <<EOF
+  --from-literal=repo=restic-pass >/dev/null || true
+kapply <<EOF
 apiVersion: batch/v1
 kind: Job
 metadata: {name: restic}
@@ -230,5 +240,38 @@ else
   fail "restic Job" "$(k logs job/restic 2>&1 | tail -5)"
 fi
 
+# 11. with two or more nodes: node pinning through nodeSelector and required affinity
+nodes=($(kubectl get nodes -o jsonpath='{.items[*].metadata.name}'))
+if ((${#nodes[@]} >= 2)); then
+  last="${nodes[${#nodes[@]}-1]}"
+  kapply <<EOF || true
+apiVersion: v1
+kind: Pod
+metadata: {name: pinned}
+spec:
+  restartPolicy: Never
+  nodeSelector: {kubernetes.io/hostname: $last}
+  containers: [{name: main, image: busybox, command: [sh, -c, 'echo \$(NODE)'], env: [{name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: affine}
+spec:
+  restartPolicy: Never
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$last]}]}]
+  containers: [{name: main, image: busybox, command: ['true']}]
+EOF
+  if k wait --for=jsonpath='{.status.phase}'=Succeeded pod/pinned pod/affine --timeout="$T" >/dev/null 2>&1 &&
+    [[ "$(k logs pinned)" == "$last" && "$(k get pod affine -o jsonpath='{.spec.nodeName}')" == "$last" ]]; then
+    pass "pods pinned to node $last by nodeSelector and node affinity"
+  else
+    fail "node pinning" "$(k get pods pinned affine -o wide 2>&1)"
+  fi
+fi
+
+finished=1
 echo "$passed passed, $failed failed"
 ((failed == 0))
