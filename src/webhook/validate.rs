@@ -395,7 +395,15 @@ pub fn validate_object(kind: &str, object: &Value, ctx: Context<'_>) -> Verdict 
 }
 
 fn typed<S: DeserializeOwned>(object: &Value, rules: impl FnOnce(&S) -> Verdict) -> Verdict {
-    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = match object.get("spec") {
+        None | Some(Value::Null) if object.is_object() => {
+            return Verdict {
+                denials: vec!["spec: required".into()],
+                warnings: Vec::new(),
+            };
+        }
+        spec => spec.cloned().unwrap_or(Value::Null),
+    };
     match serde_json::from_value::<S>(spec) {
         Ok(spec) => rules(&spec),
         Err(error) => Verdict {
