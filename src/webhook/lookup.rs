@@ -65,7 +65,8 @@ pub trait Lookups: Send + Sync {
     fn secret(&self, namespace: &str, name: &str) -> SecretInfo;
     /// The PVC `namespace/name`, with the pods that mount it.
     fn pvc(&self, namespace: &str, name: &str) -> PvcLookup;
-    /// Every PVC of the namespace, or `None` while nothing is known.
+    /// Every PVC of the namespace (`used_by` may be left empty), or `None` while nothing is
+    /// known.
     fn pvcs(&self, namespace: &str) -> Option<Vec<PvcInfo>>;
     /// Whether the caches are filled, for `/readyz`.
     fn ready(&self) -> bool;
@@ -195,11 +196,16 @@ impl ReflectorLookups {
         names
     }
 
-    fn info(&self, pvc: &PersistentVolumeClaim) -> PvcInfo {
+    /// `with_users` scans every cached pod, so only the restore-target rule asks for it.
+    fn info(&self, pvc: &PersistentVolumeClaim, with_users: bool) -> PvcInfo {
         let name = pvc.metadata.name.clone().unwrap_or_default();
         let namespace = pvc.metadata.namespace.clone().unwrap_or_default();
         PvcInfo {
-            used_by: self.pods_using(&namespace, &name),
+            used_by: if with_users {
+                self.pods_using(&namespace, &name)
+            } else {
+                Vec::new()
+            },
             name,
             access_modes: pvc
                 .spec
@@ -288,7 +294,7 @@ impl Lookups for ReflectorLookups {
             return PvcLookup::Unknown;
         }
         match self.pvcs.get(&ObjectRef::new(name).within(namespace)) {
-            Some(pvc) => PvcLookup::Found(self.info(&pvc)),
+            Some(pvc) => PvcLookup::Found(self.info(&pvc, true)),
             None => PvcLookup::Absent,
         }
     }
@@ -302,7 +308,7 @@ impl Lookups for ReflectorLookups {
             .state()
             .iter()
             .filter(|pvc| pvc.metadata.namespace.as_deref() == Some(namespace))
-            .map(|pvc| self.info(pvc))
+            .map(|pvc| self.info(pvc, false))
             .collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         Some(infos)

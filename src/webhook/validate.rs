@@ -2,8 +2,9 @@
 //! is known about the cluster to a verdict. Every problem is one sentence that starts with the
 //! most precise field path, so users see all of them in one `kubectl apply`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -77,8 +78,8 @@ impl<'a> Checker<'a> {
     }
 
     fn schedule(&mut self, path: &str, expression: &str) {
-        if let Err(error) = crate::cron::parse(expression) {
-            self.deny(path, error);
+        if let Some(problem) = cron_problem(expression) {
+            self.deny(path, problem);
         }
     }
 
@@ -227,6 +228,27 @@ impl<'a> Checker<'a> {
     fn finish(self) -> Verdict {
         self.verdict
     }
+}
+
+/// Why a cron expression is invalid, if it is. Parsing a schedule costs about ten times as
+/// much as the rest of a review, and clusters use few distinct expressions, so verdicts are
+/// remembered (bounded: the memo is emptied when it fills up).
+pub fn cron_problem(expression: &str) -> Option<String> {
+    const CAPACITY: usize = 4096;
+    static MEMO: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(Mutex::default);
+    // A poisoned memo only means another review panicked mid-insert; its map is still usable.
+    let lock = || memo.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = lock().get(expression) {
+        return known.clone();
+    }
+    let problem = crate::cron::parse(expression).err().map(|e| e.to_string());
+    let mut memo = lock();
+    if memo.len() >= CAPACITY {
+        memo.clear();
+    }
+    memo.insert(expression.to_string(), problem.clone());
+    problem
 }
 
 /// Rules of a Schedule: its crons, backend, retention and `keepJobs`; warns without `prune`.
@@ -395,7 +417,15 @@ pub fn validate_object(kind: &str, object: &Value, ctx: Context<'_>) -> Verdict 
 }
 
 fn typed<S: DeserializeOwned>(object: &Value, rules: impl FnOnce(&S) -> Verdict) -> Verdict {
-    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = match object.get("spec") {
+        None | Some(Value::Null) if object.is_object() => {
+            return Verdict {
+                denials: vec!["spec: required".into()],
+                warnings: Vec::new(),
+            };
+        }
+        spec => spec.cloned().unwrap_or(Value::Null),
+    };
     match serde_json::from_value::<S>(spec) {
         Ok(spec) => rules(&spec),
         Err(error) => Verdict {
@@ -559,6 +589,18 @@ mod tests {
             lookups: Some(lookups),
         };
         validate_object(&kind, object, ctx)
+    }
+
+    #[test]
+    fn cron_problem_is_the_same_from_memo() {
+        let first = cron_problem("61 * * * *");
+        assert!(
+            first
+                .as_deref()
+                .is_some_and(|p| p.starts_with("invalid cron expression \"61 * * * *\": "))
+        );
+        assert_eq!(cron_problem("61 * * * *"), first);
+        assert_eq!(cron_problem("@daily"), None);
     }
 
     #[test]
