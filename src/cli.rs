@@ -43,8 +43,17 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run one operation inside a Job (started by the operator, not by hand).
     Agent(AgentArgs),
-    /// Print the CustomResourceDefinitions as YAML.
-    Crds,
+    /// Print the CustomResourceDefinitions as YAML (what `manifests/crds.yaml` holds).
+    Crds(CrdsArgs),
+}
+
+/// `baas crds`.
+#[derive(Args, Debug, Clone)]
+pub struct CrdsArgs {
+    /// Also print the validating and mutating webhook configurations (for a cluster with
+    /// cert-manager), so one `kubectl apply -f -` registers the whole API.
+    #[arg(long, env = "BAAS_CRDS_WITH_WEBHOOKS")]
+    pub with_webhooks: bool,
 }
 
 /// Where and how the HTTPS server of the webhook listens.

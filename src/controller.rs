@@ -182,12 +182,12 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
     }
 }
 
-/// The webhook's HTTPS server inside the operator. It is wired to `crate::webhook` when the
-/// webhook lands; until then the operator reconciles without it.
-async fn serve_webhook(_serve: ServeArgs, _client: Client, _registry: Arc<Registry>) -> Result<()> {
-    warn!("the admission webhook is not part of this build of the operator");
-    shutdown_signal().await;
-    Ok(())
+/// The webhook's HTTPS server inside the operator: every replica answers reviews, leader or
+/// not, from its own watch caches; its `/metrics` also carries the reconciler's metrics.
+async fn serve_webhook(serve: ServeArgs, client: Client, registry: Arc<Registry>) -> Result<()> {
+    let lookups = crate::webhook::lookup::ReflectorLookups::start(client);
+    let state = crate::webhook::WebhookState::with_lookups(lookups).with_operator_metrics(registry);
+    crate::webhook::serve(&serve, state, shutdown_signal()).await
 }
 
 /// Plain-HTTP `/metrics` (and health) for Prometheus, beside the webhook's TLS port.

@@ -39,7 +39,17 @@ async fn main() -> anyhow::Result<()> {
             let code = baas::agent::run(args).await?;
             std::process::exit(code);
         }
-        Command::Crds => print!("{}", baas::crd::crds_yaml().context("rendering the CRDs")?),
+        Command::Crds(args) => {
+            print!("{}", baas::crd::crds_yaml().context("rendering the CRDs")?);
+            if args.with_webhooks {
+                for configuration in [
+                    baas::webhook::VALIDATING_CONFIGURATION_YAML,
+                    baas::webhook::MUTATING_CONFIGURATION_YAML,
+                ] {
+                    print!("---\n{configuration}");
+                }
+            }
+        }
     }
     Ok(())
 }

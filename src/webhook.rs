@@ -102,6 +102,8 @@ impl Metrics {
 pub struct WebhookState {
     lookups: Option<Arc<dyn Lookups>>,
     metrics: Arc<Metrics>,
+    /// The reconciler's metrics, served on the same `/metrics` inside `baas operator`.
+    operator_metrics: Option<Arc<Registry>>,
 }
 
 impl WebhookState {
@@ -110,6 +112,7 @@ impl WebhookState {
         Self {
             lookups: None,
             metrics: Arc::new(Metrics::new()),
+            operator_metrics: None,
         }
     }
 
@@ -119,7 +122,15 @@ impl WebhookState {
         Self {
             lookups: Some(lookups),
             metrics: Arc::new(Metrics::new()),
+            operator_metrics: None,
         }
+    }
+
+    /// Serves `registry` (the reconciler's metrics) next to the webhook's own on `/metrics`,
+    /// so one scrape covers the whole operator.
+    pub fn with_operator_metrics(mut self, registry: Arc<Registry>) -> Self {
+        self.operator_metrics = Some(registry);
+        self
     }
 
     /// Ready when offline, or once the lookup caches are filled.
@@ -213,8 +224,15 @@ async fn readyz(State(state): State<WebhookState>) -> Response {
 }
 
 async fn metrics(State(state): State<WebhookState>) -> Response {
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry) {
+    let encoded = encode_registry(&mut text, &state.metrics.registry)
+        .and_then(|()| match &state.operator_metrics {
+            Some(registry) => encode_registry(&mut text, registry),
+            None => Ok(()),
+        })
+        .and_then(|()| encode_eof(&mut text));
+    match encoded {
         Ok(()) => (
             [(
                 header::CONTENT_TYPE,
