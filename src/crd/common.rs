@@ -135,33 +135,42 @@ impl RunState {
     }
 }
 
-/// restic's summary of a run.
+/// restic's summary of a run. Counts are unsigned in Rust but `int64` in the schema: the API
+/// server knows no `uint64` format.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     /// Files new since the parent snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub files_new: Option<u64>,
     /// Files changed since the parent snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub files_changed: Option<u64>,
     /// Files unchanged since the parent snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub files_unmodified: Option<u64>,
     /// All files read (backup) or written (restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub total_files: Option<u64>,
     /// All bytes read (backup) or written (restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub total_bytes: Option<u64>,
     /// Bytes added to the repository after deduplication and compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub bytes_added: Option<u64>,
     /// Snapshots removed by a prune.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub snapshots_removed: Option<u64>,
     /// Snapshots kept by a prune.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub snapshots_kept: Option<u64>,
 }
 
