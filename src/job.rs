@@ -182,6 +182,14 @@ fn pod_is_live(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && matches!(phase, Some("Running" | "Pending"))
 }
 
+/// Whether a pod belongs to a Job of a baas run (its template carries the run label).
+fn is_agent_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(LABEL_RUN))
+}
+
 fn pod_claims(pod: &Pod) -> impl Iterator<Item = &str> {
     pod.spec
         .iter()
@@ -196,7 +204,12 @@ fn pod_claims(pod: &Pod) -> impl Iterator<Item = &str> {
 /// node; a ReadWriteOncePod claim in use cannot be mounted and is a problem. Backup commands of
 /// annotated running pods go into the first Job.
 pub fn plan_backup(pvcs: &[PersistentVolumeClaim], pods: &[Pod]) -> BackupPlan {
-    let live: Vec<&Pod> = pods.iter().filter(|p| pod_is_live(p)).collect();
+    // Our own agent pods mount claims too; counting them as users would pin a second Job of
+    // the same run to their node.
+    let live: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| pod_is_live(p) && !is_agent_pod(p))
+        .collect();
     let mut shared = Vec::new();
     let mut pinned: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut problems = Vec::new();

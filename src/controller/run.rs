@@ -715,6 +715,20 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     let generation = run.meta().generation;
     let now = jiff::Timestamp::now();
 
+    // A Job's own events trigger the next reconcile before the cache has seen the status
+    // write that recorded it; planning again from that stale status would create a second,
+    // differently placed Job of the same run. So a run without Jobs is read afresh.
+    let (run, previous) = if previous.jobs.is_empty() {
+        let fresh = api.get_status(&meta.name).await?;
+        let status = fresh.run_status().cloned().unwrap_or_default();
+        if status.state.is_some_and(RunState::is_terminal) {
+            return Ok(Action::await_change());
+        }
+        (Arc::new(fresh), status)
+    } else {
+        (run, previous)
+    };
+
     if previous.jobs.is_empty() {
         let me = RepoRun::from(run.as_ref());
         let others = repo_runs(&ctx);

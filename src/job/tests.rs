@@ -557,3 +557,16 @@ fn restore_into_claim_in_use_runs_on_the_node_of_its_pod() {
     assert_eq!(node_using_claim("target", &pods).as_deref(), Some("node-2"));
     assert_eq!(node_using_claim("other", &pods), None);
 }
+
+#[test]
+fn plan_backup_with_agent_pod_mounting_claim_is_not_pinned() {
+    let mut agent = pod("nightly-backup-x7k2p", "node-a", &["data"], "Running", &[]);
+    agent.metadata.labels = Some(BTreeMap::from([(
+        LABEL_RUN.to_string(),
+        "nightly".to_string(),
+    )]));
+    let plan = plan_backup(&[pvc("data", &["ReadWriteOnce"], "Bound", &[])], &[agent]);
+    assert_eq!(plan.jobs.len(), 1);
+    assert_eq!(plan.jobs[0].node, None, "{plan:?}");
+    assert_eq!(plan.jobs[0].claims, ["data"]);
+}

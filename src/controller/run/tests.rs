@@ -481,6 +481,16 @@ mod mocked {
     async fn new_backup_creates_its_job_and_reports_running() {
         let (ctx, mut handle) = context();
         let server = tokio::spawn(async move {
+            // the cached status may be stale: the run is read afresh before planning
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(
+                (method, uri.split('?').next().unwrap_or_default()),
+                (
+                    http::Method::GET,
+                    "/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups/nightly-backup-202601010100/status"
+                )
+            );
+            respond(send, &serde_json::to_value(backup(None)).expect("json"));
             let (method, uri, _, send) = next(&mut handle).await;
             assert_eq!(
                 (method, uri.split('?').next().unwrap_or_default()),
@@ -543,6 +553,51 @@ mod mocked {
         reconcile(Arc::new(backup(None)), ctx)
             .await
             .expect("reconcile");
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn stale_cached_backup_whose_jobs_exist_plans_no_second_job() {
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(
+                uri.ends_with("/backups/nightly-backup-202601010100/status"),
+                "{uri}"
+            );
+            let recorded = serde_json::to_value(running(&["nightly-backup-202601010100-backup"]))
+                .expect("json");
+            respond(
+                send,
+                &serde_json::to_value(backup(Some(recorded))).expect("json"),
+            );
+            // straight to watching the recorded Job: no PVC or pod listing, no POST of a Job
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::GET);
+            assert!(
+                uri.starts_with("/apis/batch/v1/namespaces/team/jobs?"),
+                "{uri}"
+            );
+            respond(send, &list("Job", json!([])));
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::GET);
+            assert!(uri.starts_with("/api/v1/namespaces/team/pods?"), "{uri}");
+            respond(send, &list("Pod", json!([])));
+            // the Job is gone: the run fails with that reason
+            let (method, uri, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert!(
+                uri.contains("/backups/nightly-backup-202601010100/status"),
+                "{uri}"
+            );
+            assert_eq!(
+                patch["status"]["jobs"],
+                json!(["nightly-backup-202601010100-backup"])
+            );
+            respond(send, &patch);
+        });
+        // the cached copy has no status yet
+        let _ = reconcile(Arc::new(backup(None)), ctx).await;
         server.await.expect("mock server");
     }
 
