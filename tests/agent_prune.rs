@@ -86,13 +86,24 @@ fn stale_lock_is_removed_and_reported() {
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
     stdin_snapshot(&repository, "shop", "/shop-db", "v");
-    // A restic killed mid-run leaves its lock; SIGKILL gives it no chance to clean up.
-    let mut hung = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "sleep 30 | RESTIC_PASSWORD='{}' AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} exec restic --repo {repository} backup --stdin --stdin-filename /x --host shop",
-            support::PASSWORD, support::ACCESS_KEY, support::SECRET_KEY
-        ))
+    // A restic killed mid-run leaves its lock; SIGKILL gives it no chance to clean up. It is
+    // this test's own child, so it is reaped and its PID is really gone, as after a pod died.
+    let mut hung = std::process::Command::new("restic")
+        .args([
+            "--repo",
+            &repository,
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "/x",
+            "--host",
+            "shop",
+        ])
+        .env("RESTIC_PASSWORD", support::PASSWORD)
+        .env("AWS_ACCESS_KEY_ID", support::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", support::SECRET_KEY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("restic starts");
@@ -107,11 +118,8 @@ fn stale_lock_is_removed_and_reported() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let _ = std::process::Command::new("pkill")
-        .args(["-KILL", "-P", &hung.id().to_string(), "restic"])
-        .status();
-    let _ = hung.kill();
-    let _ = hung.wait();
+    hung.kill().expect("kill restic");
+    hung.wait().expect("reap restic");
 
     let outcome = Agent::new(&repository, "shop").run(&["check"]);
     assert_eq!(
