@@ -141,7 +141,7 @@ fn restore_without_snapshot_takes_the_newest_of_the_namespace_holding_the_path()
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
-    stdin_snapshot(&repository, "shop", "/shop-db", "old");
+    let oldest = stdin_snapshot(&repository, "shop", "/shop-db", "old");
     let newest = stdin_snapshot(&repository, "shop", "/shop-db", "new");
     stdin_snapshot(
         &repository,
@@ -186,4 +186,27 @@ fn restore_without_snapshot_takes_the_newest_of_the_namespace_holding_the_path()
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(left.len(), 1, "no staging directory left behind: {left:?}");
+
+    // An explicit ID prefix wins over "newest".
+    let older = tempfile::tempdir().expect("temp dir");
+    let outcome = Agent::new(&repository, "shop").run(&[
+        "restore",
+        "--snapshot",
+        &oldest[..6],
+        "--path",
+        "/shop-db",
+        "--target-dir",
+        &older.path().display().to_string(),
+    ]);
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::Succeeded),
+        "{:?}",
+        outcome.report
+    );
+    assert!(outcome.report.snapshots[0].id.starts_with(&oldest));
+    assert_eq!(
+        std::fs::read_to_string(older.path().join("shop-db")).expect("restored file"),
+        "old"
+    );
 }
