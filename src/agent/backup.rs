@@ -81,12 +81,16 @@ pub async fn run<E: PodExec>(
         // would hide a broken configuration until there is something to lose.
         ctx.restic.verify().await?;
     }
+    // Commands first, volumes last: restic dates a snapshot by its start, so the volumes'
+    // snapshot is then the newest of the host, and the seed's manual restore path
+    // `restic mount` → `hosts/<namespace>/latest/data/<pvcname>/` finds the data. The report
+    // still lists the volumes first, as the run's main snapshot.
     let mut parts = Vec::new();
-    if !volumes.is_empty() {
-        parts.push(backup_volumes(ctx, &volumes).await?);
-    }
     for command in commands {
         parts.push(backup_command(ctx, exec, command).await);
+    }
+    if !volumes.is_empty() {
+        parts.insert(0, backup_volumes(ctx, &volumes).await?);
     }
     Ok(combine(parts, unlocked, &ctx.data_dir))
 }
