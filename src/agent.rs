@@ -104,7 +104,8 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
     check_environment(&repository)?;
     probe_endpoint(&http, &repository).await?;
     let ctx = Context {
-        restic: Restic::new(&args.restic, repository),
+        restic: Restic::new(&args.restic, &repository)
+            .with_files(s3::RepositoryFiles::for_repository(&http, &repository)),
         namespace,
         run_name: args.run_name.clone(),
         data_dir: args.data_dir.clone(),

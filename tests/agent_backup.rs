@@ -241,3 +241,27 @@ fn backup_pushes_its_metrics_and_a_dead_pushgateway_does_not_fail_it() {
         unreachable.stderr
     );
 }
+
+#[test]
+fn backup_command_killed_mid_stream_leaves_no_snapshot() {
+    let Some(s3) = S3Server::start() else { return };
+    let repository = s3.repository("backups");
+    // 5 MB reach restic before the command dies: exactly the truncated dump that must not
+    // look like a good one.
+    let commands = r#"[{"pod":"db-0","container":"pg","command":"head -c 5000000 /dev/urandom; kill -KILL $$"}]"#;
+    let outcome = Agent::new(&repository, "shop")
+        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .run(&["backup"]);
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::Failed),
+        "{:?}",
+        outcome.report
+    );
+    assert!(
+        outcome.report.errors[0].contains("killed by a signal"),
+        "{:?}",
+        outcome.report.errors
+    );
+    assert!(support::snapshots(&repository).is_empty());
+}

@@ -11,16 +11,25 @@ fn wrong_password_fails_naming_the_password() {
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
-    let outcome = Agent::new(&repository, "shop")
+    let commands = r#"[{"pod":"db-0","container":"pg","command":"printf data"}]"#;
+    let with_work = Agent::new(&repository, "shop")
+        .env("RESTIC_PASSWORD", Some("not the password"))
+        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .run(&["backup"]);
+    // With nothing to back up, the password is still checked.
+    let without_work = Agent::new(&repository, "shop")
         .env("RESTIC_PASSWORD", Some("not the password"))
         .run(&["backup"]);
-    assert_eq!(outcome.code, Some(1));
-    assert_eq!(outcome.report.state, Some(RunState::Failed));
-    assert!(
-        outcome.report.message.contains("wrong repository password"),
-        "{}",
-        outcome.report.message
-    );
+    for outcome in [with_work, without_work] {
+        assert_eq!(outcome.code, Some(1));
+        assert_eq!(outcome.report.state, Some(RunState::Failed));
+        assert!(
+            outcome.report.message.contains("wrong repository password"),
+            "{}",
+            outcome.report.message
+        );
+    }
+    assert!(support::snapshots(&repository).is_empty());
 }
 
 #[test]

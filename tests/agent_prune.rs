@@ -86,13 +86,24 @@ fn stale_lock_is_removed_and_reported() {
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
     stdin_snapshot(&repository, "shop", "/shop-db", "v");
-    // A restic killed mid-run leaves its lock; SIGKILL gives it no chance to clean up.
-    let mut hung = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "sleep 30 | RESTIC_PASSWORD='{}' AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} exec restic --repo {repository} backup --stdin --stdin-filename /x --host shop",
-            support::PASSWORD, support::ACCESS_KEY, support::SECRET_KEY
-        ))
+    // A restic killed mid-run leaves its lock; SIGKILL gives it no chance to clean up. It is
+    // this test's own child, so it is reaped and its PID is really gone, as after a pod died.
+    let mut hung = std::process::Command::new("restic")
+        .args([
+            "--repo",
+            &repository,
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "/x",
+            "--host",
+            "shop",
+        ])
+        .env("RESTIC_PASSWORD", support::PASSWORD)
+        .env("AWS_ACCESS_KEY_ID", support::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", support::SECRET_KEY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("restic starts");
@@ -107,11 +118,8 @@ fn stale_lock_is_removed_and_reported() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let _ = std::process::Command::new("pkill")
-        .args(["-KILL", "-P", &hung.id().to_string(), "restic"])
-        .status();
-    let _ = hung.kill();
-    let _ = hung.wait();
+    hung.kill().expect("kill restic");
+    hung.wait().expect("reap restic");
 
     let outcome = Agent::new(&repository, "shop").run(&["check"]);
     assert_eq!(
@@ -133,7 +141,7 @@ fn restore_without_snapshot_takes_the_newest_of_the_namespace_holding_the_path()
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
-    stdin_snapshot(&repository, "shop", "/shop-db", "old");
+    let oldest = stdin_snapshot(&repository, "shop", "/shop-db", "old");
     let newest = stdin_snapshot(&repository, "shop", "/shop-db", "new");
     stdin_snapshot(
         &repository,
@@ -178,4 +186,27 @@ fn restore_without_snapshot_takes_the_newest_of_the_namespace_holding_the_path()
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(left.len(), 1, "no staging directory left behind: {left:?}");
+
+    // An explicit ID prefix wins over "newest".
+    let older = tempfile::tempdir().expect("temp dir");
+    let outcome = Agent::new(&repository, "shop").run(&[
+        "restore",
+        "--snapshot",
+        &oldest[..6],
+        "--path",
+        "/shop-db",
+        "--target-dir",
+        &older.path().display().to_string(),
+    ]);
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::Succeeded),
+        "{:?}",
+        outcome.report
+    );
+    assert!(outcome.report.snapshots[0].id.starts_with(&oldest));
+    assert_eq!(
+        std::fs::read_to_string(older.path().join("shop-db")).expect("restored file"),
+        "old"
+    );
 }

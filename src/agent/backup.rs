@@ -76,12 +76,21 @@ pub async fn run<E: PodExec>(
     ctx.restic.open(true).await?;
     let unlocked = ctx.restic.unlock().await?;
     let volumes = list_volumes(&ctx.data_dir)?;
-    let mut parts = Vec::new();
-    if !volumes.is_empty() {
-        parts.push(backup_volumes(ctx, &volumes).await?);
+    if volumes.is_empty() && commands.is_empty() {
+        // No restic run will prove the password right: check it, or "nothing to back up"
+        // would hide a broken configuration until there is something to lose.
+        ctx.restic.verify().await?;
     }
+    // Commands first, volumes last: restic dates a snapshot by its start, so the volumes'
+    // snapshot is then the newest of the host, and the seed's manual restore path
+    // `restic mount` → `hosts/<namespace>/latest/data/<pvcname>/` finds the data. The report
+    // still lists the volumes first, as the run's main snapshot.
+    let mut parts = Vec::new();
     for command in commands {
         parts.push(backup_command(ctx, exec, command).await);
+    }
+    if !volumes.is_empty() {
+        parts.insert(0, backup_volumes(ctx, &volumes).await?);
     }
     Ok(combine(parts, unlocked, &ctx.data_dir))
 }
@@ -137,11 +146,17 @@ async fn backup_volumes(ctx: &Context, volumes: &[PathBuf]) -> Result<Part> {
     let stderr = child.stderr.take().expect("stderr is piped by command()");
     let mut output = restic::read_backup_output(stdout, stderr).await;
     output.code = child.wait().await.ok().and_then(|s| s.code());
-    finish_part(ctx, what, output).await
+    let paths = volumes.iter().map(|v| v.display().to_string()).collect();
+    finish_part(ctx, what, paths, output).await
 }
 
 /// Turns restic's backup output into a part: Succeeded (0), partial (3), or failed.
-async fn finish_part(ctx: &Context, what: String, output: BackupOutput) -> Result<Part> {
+async fn finish_part(
+    ctx: &Context,
+    what: String,
+    paths: Vec<String>,
+    output: BackupOutput,
+) -> Result<Part> {
     let written = matches!(output.code, Some(0) | Some(EXIT_PARTIAL));
     let Some(summary) = output.summary.filter(|_| written) else {
         return Ok(Part {
@@ -155,14 +170,11 @@ async fn finish_part(ctx: &Context, what: String, output: BackupOutput) -> Resul
             failed: true,
         });
     };
-    let snapshot = ctx.restic.snapshot(&summary.snapshot_id).await?;
+    let id = ctx.restic.full_id(&summary.snapshot_id).await?;
     let errors = output.unreadable.iter().map(describe_unreadable).collect();
     Ok(Part {
         what,
-        snapshot: Some(SnapshotRef {
-            id: snapshot.id,
-            paths: snapshot.paths,
-        }),
+        snapshot: Some(SnapshotRef { id, paths }),
         summary: summary.to_summary(),
         errors,
         failed: false,
@@ -207,7 +219,7 @@ async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, command: &BackupCom
         failed: true,
     };
     match stream_command(ctx, exec, command, &filename).await {
-        Ok(output) => match finish_part(ctx, what.clone(), output).await {
+        Ok(output) => match finish_part(ctx, what.clone(), vec![filename], output).await {
             Ok(part) => part,
             Err(e) => failed(e.to_string()),
         },

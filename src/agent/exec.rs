@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::process::Stdio;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -77,24 +78,33 @@ impl PodExec for KubeExec {
         let finished = async move {
             let status = status.await;
             // The connection task has done its work once the status arrived (or was lost).
-            let joined = attached.join().await;
-            match status {
-                Some(status) if status.status.as_deref() == Some("Success") => Ok(()),
-                Some(status) => Err(status
-                    .message
-                    .or(status.reason)
-                    .unwrap_or_else(|| "the command failed".into())),
-                None => Err(match joined {
-                    Err(e) => format!("the exec stream broke: {e}"),
-                    Ok(()) => "the exec stream ended without an exit status".into(),
-                }),
-            }
+            let joined = attached.join().await.map_err(|e| e.to_string());
+            exec_outcome(status, joined)
         };
         Ok(ExecSession {
             stdout: Box::pin(stdout),
             stderr: Box::pin(stderr),
             finished: Box::pin(finished),
         })
+    }
+}
+
+/// The outcome of an exec from the API server's final Status. No Status means the stream
+/// ended early: the command's output may be truncated, so that is a failure too.
+fn exec_outcome(
+    status: Option<Status>,
+    joined: std::result::Result<(), String>,
+) -> Result<(), String> {
+    match status {
+        Some(status) if status.status.as_deref() == Some("Success") => Ok(()),
+        Some(status) => Err(status
+            .message
+            .or(status.reason)
+            .unwrap_or_else(|| "the command failed".into())),
+        None => Err(match joined {
+            Err(e) => format!("the exec stream broke: {e}"),
+            Ok(()) => "the exec stream ended without an exit status".into(),
+        }),
     }
 }
 
@@ -186,6 +196,34 @@ mod tests {
             outcome,
             Err("command terminated with non-zero exit code: 7".into())
         );
+    }
+
+    #[test]
+    fn exec_status_success_is_the_only_success() {
+        let status = |s: &str, message: Option<&str>| Status {
+            status: Some(s.into()),
+            message: message.map(String::from),
+            ..Status::default()
+        };
+        assert_eq!(exec_outcome(Some(status("Success", None)), Ok(())), Ok(()));
+        let failed = status(
+            "Failure",
+            Some("command terminated with non-zero exit code: exit code 2"),
+        );
+        assert_eq!(
+            exec_outcome(Some(failed), Ok(())),
+            Err("command terminated with non-zero exit code: exit code 2".into())
+        );
+    }
+
+    #[test]
+    fn exec_stream_without_status_is_a_failure() {
+        let outcome = exec_outcome(None, Err("websocket closed".into()));
+        assert_eq!(
+            outcome,
+            Err("the exec stream broke: websocket closed".into())
+        );
+        assert!(exec_outcome(None, Ok(())).is_err());
     }
 
     #[tokio::test]

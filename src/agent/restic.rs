@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::s3::RepositoryFiles;
 use crate::crd::Summary;
 use crate::{Error, Result};
 
@@ -32,6 +33,7 @@ pub const EXIT_PARTIAL: i32 = 3;
 pub struct Restic {
     binary: PathBuf,
     repository: String,
+    files: Option<RepositoryFiles>,
 }
 
 /// One snapshot as `restic snapshots --json` lists it.
@@ -142,7 +144,15 @@ impl Restic {
         Restic {
             binary: binary.into(),
             repository: repository.into(),
+            files: None,
         }
+    }
+
+    /// Answers bookkeeping questions from the repository's S3 files where possible (see
+    /// [`RepositoryFiles`]), restic's own answer being the fallback.
+    pub fn with_files(mut self, files: Option<RepositoryFiles>) -> Self {
+        self.files = files;
+        self
     }
 
     /// The restic binary.
@@ -227,6 +237,11 @@ impl Restic {
     /// Opens the repository; when it does not exist yet and `create` is set, initialises it
     /// (restic creates the bucket too). Returns whether it was created.
     pub async fn open(&self, create: bool) -> Result<bool> {
+        if let Some(files) = &self.files
+            && files.has_config().await.unwrap_or(false)
+        {
+            return Ok(false);
+        }
         let finished = self.run(["cat", "config", "--no-lock"]).await?;
         if finished.code == Some(0) {
             return Ok(false);
@@ -248,6 +263,11 @@ impl Restic {
         Ok(true)
     }
 
+    /// Proves that the password opens the repository.
+    pub async fn verify(&self) -> Result<()> {
+        self.run_ok(["cat", "config", "--no-lock"]).await.map(drop)
+    }
+
     /// Removes stale locks (left by runs that died) and returns how many went away.
     pub async fn unlock(&self) -> Result<usize> {
         let before = self.count_locks().await?;
@@ -264,6 +284,11 @@ impl Restic {
     }
 
     async fn count_locks(&self) -> Result<usize> {
+        if let Some(files) = &self.files
+            && let Ok(locks) = files.list("locks", "").await
+        {
+            return Ok(locks.len());
+        }
         let out = self.run_ok(["list", "locks", "--no-lock"]).await?;
         Ok(out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count())
     }
@@ -278,6 +303,18 @@ impl Restic {
         let mut snapshots = parse_snapshots(&out)?;
         snapshots.sort_by_key(Snapshot::timestamp);
         Ok(snapshots)
+    }
+
+    /// The full ID of the snapshot with this ID prefix.
+    pub async fn full_id(&self, prefix: &str) -> Result<String> {
+        if let Some(files) = &self.files
+            && let Ok(ids) = files.list("snapshots", prefix).await
+            && let [id] = ids.as_slice()
+            && id.len() == 64
+        {
+            return Ok(id.clone());
+        }
+        Ok(self.snapshot(prefix).await?.id)
     }
 
     /// The snapshot with this ID or unique ID prefix.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rusty_s3::actions::{
-    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, UploadPart,
+    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, HeadObject, UploadPart,
 };
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use tokio::sync::mpsc;
@@ -57,6 +57,105 @@ impl Destination {
             self.secret_access_key.clone(),
         ))
     }
+}
+
+/// A read-only look at the files of a restic repository on S3, whose layout (`config`,
+/// `locks/<id>`, `snapshots/<id>`) is part of restic's documented repository format.
+///
+/// Every restic invocation spends about half a second deriving the key from the password, so
+/// the bookkeeping around a backup (does the repository exist, are there locks, what is the
+/// new snapshot's full ID) is answered with plain S3 requests instead. Callers fall back to
+/// restic whenever a request fails.
+#[derive(Clone, Debug)]
+pub struct RepositoryFiles {
+    http: reqwest::Client,
+    bucket: Bucket,
+    credentials: Credentials,
+    prefix: String,
+}
+
+impl RepositoryFiles {
+    /// For an `s3:` repository with credentials in the environment; `None` otherwise.
+    pub fn for_repository(http: &reqwest::Client, repository: &str) -> Option<RepositoryFiles> {
+        let (endpoint, bucket_name, prefix) = split_repository(repository)?;
+        let key = std::env::var("AWS_ACCESS_KEY_ID").ok()?;
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok()?;
+        let credentials = match std::env::var("AWS_SESSION_TOKEN") {
+            Ok(token) if !token.is_empty() => Credentials::new_with_token(key, secret, token),
+            _ => Credentials::new(key, secret),
+        };
+        let region = std::env::var("AWS_DEFAULT_REGION").unwrap_or_else(|_| "us-east-1".into());
+        let bucket =
+            Bucket::new(endpoint.parse().ok()?, UrlStyle::Path, bucket_name, region).ok()?;
+        Some(RepositoryFiles {
+            http: http.clone(),
+            bucket,
+            credentials,
+            prefix,
+        })
+    }
+
+    /// Whether the repository's `config` file exists.
+    pub async fn has_config(&self) -> Result<bool> {
+        let key = format!("{}config", self.prefix);
+        let url =
+            HeadObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNATURE_LIFETIME);
+        let response = self
+            .http
+            .head(url)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| Error::Http(format!("S3 HEAD {key}: {}", chain(&e))))?;
+        match response.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => Err(Error::Http(format!("S3 HEAD {key}: status {status}"))),
+        }
+    }
+
+    /// Names of the files in `dir` (`locks`, `snapshots`) that start with `start`, at most
+    /// 1000 (more are never needed: a handful of locks, one snapshot per prefix).
+    pub async fn list(&self, dir: &str, start: &str) -> Result<Vec<String>> {
+        let prefix = format!("{}{dir}/", self.prefix);
+        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+        action.with_prefix(format!("{prefix}{start}"));
+        let url = action.sign(SIGNATURE_LIFETIME);
+        let body = send(
+            self.http.get(url).timeout(Duration::from_secs(30)),
+            "listing the repository",
+        )
+        .await?;
+        let mut names = Vec::new();
+        let mut rest = body.as_str();
+        while let Some(at) = rest.find("<Key>") {
+            rest = &rest[at + "<Key>".len()..];
+            let Some(end) = rest.find("</Key>") else {
+                break;
+            };
+            if let Some(name) = rest[..end].strip_prefix(&prefix) {
+                names.push(name.to_string());
+            }
+            rest = &rest[end..];
+        }
+        Ok(names)
+    }
+}
+
+/// Endpoint, bucket and key prefix (empty or ending in `/`) of an `s3:` repository.
+pub fn split_repository(repository: &str) -> Option<(String, String, String)> {
+    let endpoint = super::s3_endpoint(repository)?;
+    let rest = repository.strip_prefix("s3:")?;
+    let path = rest.split_once("://").map_or(rest, |(_, r)| r);
+    let mut segments = path.splitn(3, '/').skip(1);
+    let bucket = segments.next().filter(|b| !b.is_empty())?.to_string();
+    let prefix = segments
+        .next()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    Some((endpoint, bucket, prefix))
 }
 
 /// What the producer hands the uploader. The upload is completed only on `End`: a producer
@@ -273,6 +372,21 @@ mod tests {
             shorten(body),
             "NoSuchBucket: The specified bucket does not exist"
         );
+    }
+
+    #[test]
+    fn repository_is_split_into_endpoint_bucket_and_prefix() {
+        let split = |r: &str| split_repository(r);
+        assert_eq!(
+            split("s3:http://h:9000/b/team/repo/"),
+            Some(("http://h:9000".into(), "b".into(), "team/repo/".into()))
+        );
+        assert_eq!(
+            split("s3:s3.amazonaws.com/b"),
+            Some(("https://s3.amazonaws.com".into(), "b".into(), String::new()))
+        );
+        assert_eq!(split("s3:http://h:9000/"), None);
+        assert_eq!(split("/srv/restic"), None);
     }
 
     #[test]

@@ -97,8 +97,11 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a server with an empty store, or `None` when rclone is missing outside CI.
     pub fn start() -> Option<S3Server> {
-        let fallback = std::env::var_os("HOME")
-            .map(|home| PathBuf::from(home).join(".cache/baas/s3/bin/rclone"));
+        // Where scripts/setup installs it.
+        let fallback = std::env::var_os("BAAS_S3_VENV")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/baas/s3")))
+            .map(|venv| venv.join("bin/rclone"));
         let rclone = tool("rclone", "BAAS_TEST_RCLONE", fallback)?;
         tool("restic", "BAAS_TEST_RESTIC", None)?;
         let dir = tempfile::tempdir().expect("temp dir");
