@@ -44,6 +44,10 @@ pub struct Context {
     pub http: reqwest::Client,
 }
 
+/// How long a backup Job that must not create the repository waits for the run's first Job
+/// to create it: longer than that Job normally needs to be scheduled and started.
+const REPOSITORY_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// `baas agent <op>`: runs the operation, writes the report and returns the exit code.
 pub async fn run(args: AgentArgs) -> Result<i32> {
     let started = Instant::now();
@@ -112,8 +116,14 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
         http,
     };
     match &args.op {
-        AgentOp::Backup { backup_commands } => {
+        AgentOp::Backup {
+            backup_commands,
+            wait_for_repository,
+        } => {
             let commands = backup::parse_commands(backup_commands.as_deref())?;
+            if *wait_for_repository {
+                ctx.restic.wait_until_created(REPOSITORY_WAIT).await?;
+            }
             match args.exec_mode {
                 ExecMode::Local => backup::run(&ctx, &exec::LocalExec, &commands).await,
                 ExecMode::Kube if commands.is_empty() => {

@@ -181,6 +181,10 @@ pub enum AgentOp {
         /// Backup commands as JSON: `[{"pod": "...", "container": "...", "command": "..."}]`.
         #[arg(long, env = "BAAS_BACKUP_COMMANDS")]
         backup_commands: Option<String>,
+        /// Never create the repository; wait for the run's first Job to do so (set on the
+        /// other Jobs of a run, since concurrent `restic init`s break a new repository).
+        #[arg(long, env = "BAAS_WAIT_FOR_REPOSITORY")]
+        wait_for_repository: bool,
     },
     /// Verify the repository with `restic check`.
     Check,

@@ -585,6 +585,37 @@ pub fn build_backup_job(
     Ok(build_job(run, backend, shape, settings))
 }
 
+/// The Jobs of a backup, one per part of the plan. Only the first may create a new
+/// repository; the others wait for it, since concurrent `restic init`s write configs that
+/// only one of the keys opens.
+pub fn build_backup_jobs(
+    run: &RunMeta,
+    backend: &Backend,
+    prom_url: Option<&str>,
+    plan: &BackupPlan,
+    settings: &JobSettings,
+) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    for (index, part) in plan.jobs.iter().enumerate() {
+        let mut job = build_backup_job(run, backend, prom_url, part, settings)?;
+        if index > 0 {
+            let containers = job
+                .spec
+                .iter_mut()
+                .flat_map(|spec| spec.template.spec.iter_mut())
+                .flat_map(|pod| pod.containers.iter_mut());
+            for container in containers {
+                container
+                    .env
+                    .get_or_insert_with(Vec::new)
+                    .push(plain_env("BAAS_WAIT_FOR_REPOSITORY", "true"));
+            }
+        }
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
 /// The Job of a check.
 pub fn build_check_job(
     run: &RunMeta,

@@ -234,23 +234,49 @@ impl Restic {
         }
     }
 
-    /// Opens the repository; when it does not exist yet and `create` is set, initialises it
-    /// (restic creates the bucket too). Returns whether it was created.
-    pub async fn open(&self, create: bool) -> Result<bool> {
+    /// Whether the repository exists; an error when it exists but cannot be opened (wrong
+    /// password, credentials).
+    pub async fn exists(&self) -> Result<bool> {
         if let Some(files) = &self.files
             && files.has_config().await.unwrap_or(false)
         {
-            return Ok(false);
+            return Ok(true);
         }
         let finished = self.run(["cat", "config", "--no-lock"]).await?;
         if finished.code == Some(0) {
-            return Ok(false);
+            return Ok(true);
         }
         let missing = finished.stderr_tail.contains("unable to open config file")
             || finished.stderr_tail.contains("Is there a repository");
         let explained = explain(&finished.stderr_tail, "", finished.code);
         if !missing || explained.contains("wrong password") || explained.contains("credentials") {
             return Err(Error::Restic(explained));
+        }
+        Ok(false)
+    }
+
+    /// Waits until another process (the first Job of the same run) has created the
+    /// repository: two concurrent `restic init`s leave a config that only one key opens.
+    pub async fn wait_until_created(&self, timeout: std::time::Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.exists().await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Restic(format!(
+                    "repository {} was not created within {}s by the run's first Job",
+                    self.repository,
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Opens the repository; when it does not exist yet and `create` is set, initialises it
+    /// (restic creates the bucket too). Returns whether it was created.
+    pub async fn open(&self, create: bool) -> Result<bool> {
+        if self.exists().await? {
+            return Ok(false);
         }
         if !create {
             return Err(Error::Restic(format!(

@@ -638,19 +638,13 @@ async fn build_jobs<K: RunKind>(
             );
             return Err(Error::InvalidSpec(reasons.join("; ")));
         }
-        let jobs = plan
-            .jobs
-            .iter()
-            .map(|p| {
-                job::build_backup_job(
-                    meta,
-                    &backup.spec.backend,
-                    backup.spec.prom_url.as_deref(),
-                    p,
-                    settings,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let jobs = job::build_backup_jobs(
+            meta,
+            &backup.spec.backend,
+            backup.spec.prom_url.as_deref(),
+            &plan,
+            settings,
+        )?;
         return Ok((jobs, plan.problems));
     }
     if let Some(prune) = any.downcast_ref::<Prune>() {

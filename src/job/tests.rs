@@ -570,3 +570,25 @@ fn plan_backup_with_agent_pod_mounting_claim_is_not_pinned() {
     assert_eq!(plan.jobs[0].node, None, "{plan:?}");
     assert_eq!(plan.jobs[0].claims, ["data"]);
 }
+
+#[test]
+fn backup_jobs_after_the_first_wait_for_the_repository() {
+    let pvcs = [
+        pvc("shared", &["ReadWriteMany"], "Bound", &[]),
+        pvc("db", &["ReadWriteOnce"], "Bound", &[]),
+    ];
+    let pods = [pod("mariadb", "node-a", &["db"], "Running", &[])];
+    let plan = plan_backup(&pvcs, &pods);
+    let jobs = build_backup_jobs(
+        &run(Operation::Backup),
+        &backend(),
+        None,
+        &plan,
+        &JobSettings::default(),
+    )
+    .expect("jobs");
+    assert_eq!(jobs.len(), 2);
+    let waits = |job: &Job| env_of(job).contains_key("BAAS_WAIT_FOR_REPOSITORY");
+    assert!(!waits(&jobs[0]), "the first Job creates the repository");
+    assert!(waits(&jobs[1]), "the second Job must wait for it");
+}
