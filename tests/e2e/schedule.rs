@@ -192,23 +192,36 @@ fn seed_schedule_every_minute_backs_up_once_per_tick_and_keeps_two_runs() {
         .unwrap_or_else(|| panic!("no baas_run_success for {} in the Pushgateway", ns.name));
     assert!(success.ends_with(" 1"), "{success}");
 
-    // -- SIGKILL the operator right after the next tick, then start it again
-    let kill_tick = (now_seconds() / 60.0).floor() as i64 * 60 + 60;
-    sleep_until(kill_tick as f64 + 0.3);
+    // -- SIGKILL the operator just before the next tick and start it again after it: the
+    //    new process runs the missed tick, once
+    let missed_tick = (now_seconds() / 60.0).floor() as i64 * 60 + 60;
+    sleep_until(missed_tick as f64 - 0.5);
     let old_pid = kill_operator(c);
-    std::thread::sleep(Duration::from_secs(2));
+    sleep_until(missed_tick as f64 + 1.0);
     let new_pid = restart_operator(c);
     assert_ne!(old_pid, new_pid, "the operator was not restarted");
-    let killed_tick_run = runs.wait_tick_finished(&ns, kill_tick);
+    let missed_run = runs.wait_tick_finished(&ns, missed_tick);
     assert_eq!(
-        killed_tick_run["status"]["state"], "Succeeded",
+        missed_run["status"]["state"], "Succeeded",
         "{:#}",
-        killed_tick_run["status"]
+        missed_run["status"]
     );
 
-    // -- one more tick makes three finished runs: keepJobs 2 deletes the oldest, with its Jobs
-    let third = runs.wait_tick_finished(&ns, kill_tick + 60);
+    // -- and right after the following tick, when its run may just have been created
+    let kill_tick = missed_tick + 60;
+    sleep_until(kill_tick as f64 + 0.2);
+    kill_operator(c);
+    std::thread::sleep(Duration::from_secs(1));
+    restart_operator(c);
+
+    // -- that makes three finished runs: keepJobs 2 deletes the oldest, with its Jobs
+    let third = runs.wait_tick_finished(&ns, kill_tick);
     let third_name = name_of(&third);
+    assert_eq!(
+        third["status"]["state"], "Succeeded",
+        "{:#}",
+        third["status"]
+    );
     wait_for(
         "history bounded to 2 finished Backups whose Jobs are the only ones left",
         Duration::from_secs(60),
@@ -238,9 +251,9 @@ fn seed_schedule_every_minute_backs_up_once_per_tick_and_keeps_two_runs() {
         per_tick.values().all(|names| names.len() == 1),
         "a tick has several runs: {per_tick:?}"
     );
-    assert!(per_tick.contains_key(&kill_tick) && per_tick.contains_key(&tick_of(&third)));
-    let killed_name = name_of(&killed_tick_run);
-    for run in [&killed_name, &third_name] {
+    assert!(per_tick.contains_key(&missed_tick) && per_tick.contains_key(&tick_of(&third)));
+    let missed_name = name_of(&missed_run);
+    for run in [&missed_name, &third_name] {
         assert_eq!(
             snapshots_of_run(&repo, &ns, run).len(),
             written.len(),
