@@ -11,7 +11,7 @@ pub mod rbac;
 pub mod run;
 pub mod schedule;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +83,50 @@ impl Stores {
     }
 }
 
+/// Statuses this process wrote that the watch cache may not show yet. A reconcile triggered
+/// right after a status write (by the write itself, or by a Job it just created) would
+/// otherwise act on the older status and repeat the work and the writes. An entry is dropped
+/// as soon as the cache shows the same status, so the map only holds writes in flight.
+pub struct Recent<S> {
+    map: Mutex<HashMap<String, S>>,
+}
+
+impl<S> Default for Recent<S> {
+    fn default() -> Self {
+        Recent {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S: Clone + PartialEq> Recent<S> {
+    /// The newest status of the object with `uid`: ours while the cache lags behind it.
+    pub fn freshest(&self, uid: &str, cached: Option<&S>) -> Option<S> {
+        let Ok(mut map) = self.map.lock() else {
+            return cached.cloned();
+        };
+        match map.get(uid) {
+            Some(mine) if Some(mine) == cached => {
+                map.remove(uid);
+                cached.cloned()
+            }
+            Some(mine) => Some(mine.clone()),
+            None => cached.cloned(),
+        }
+    }
+
+    /// Remembers a status just written.
+    pub fn wrote(&self, uid: &str, status: S) {
+        if let Ok(mut map) = self.map.lock() {
+            // Objects deleted before the cache caught up leave entries behind; bound them.
+            if map.len() > 50_000 {
+                map.clear();
+            }
+            map.insert(uid.to_string(), status);
+        }
+    }
+}
+
 /// What every reconcile gets.
 pub struct Context {
     /// The API client.
@@ -95,6 +139,10 @@ pub struct Context {
     pub metrics: Metrics,
     /// Caches of run objects.
     pub stores: Stores,
+    /// Run statuses written and not yet seen in the cache.
+    pub recent_runs: Recent<crate::crd::RunStatus>,
+    /// Schedule statuses written and not yet seen in the cache.
+    pub recent_schedules: Recent<crate::crd::ScheduleStatus>,
     /// Namespaces whose agent RBAC this process has applied (an optimisation only: applying
     /// again is harmless).
     pub rbac_done: Mutex<HashSet<String>>,
@@ -113,9 +161,18 @@ impl Context {
             settings,
             metrics,
             stores,
+            recent_runs: Recent::default(),
+            recent_schedules: Recent::default(),
             rbac_done: Mutex::new(HashSet::new()),
         }
     }
+}
+
+/// Now, to the second: the API server keeps times to the second, so a status computed with
+/// them compares equal to the one read back and an unchanged status is not written again.
+pub fn now_seconds() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 /// How long to wait after an error: an invalid spec waits for the user (a change of the
@@ -375,4 +432,35 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
     );
     info!("controllers stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_status_wins_until_the_cache_shows_it() {
+        let recent: Recent<u32> = Recent::default();
+        assert_eq!(recent.freshest("a", Some(&1)), Some(1));
+        recent.wrote("a", 2);
+        assert_eq!(
+            recent.freshest("a", Some(&1)),
+            Some(2),
+            "cache lags behind the write"
+        );
+        assert_eq!(recent.freshest("a", Some(&2)), Some(2), "cache caught up");
+        assert_eq!(
+            recent.freshest("a", Some(&3)),
+            Some(3),
+            "entry dropped once seen"
+        );
+    }
+
+    #[test]
+    fn invalid_spec_waits_longer_than_transient_errors() {
+        let invalid = requeue_after_error(&Error::InvalidSpec("x".into()));
+        let io = requeue_after_error(&Error::Restic("x".into()));
+        assert_eq!(invalid, Action::requeue(Duration::from_secs(3600)));
+        assert_eq!(io, Action::requeue(Duration::from_secs(15)));
+    }
 }
