@@ -69,6 +69,9 @@ pub struct Stores {
     pub prunes: Store<Prune>,
     /// Every Restore.
     pub restores: Store<Restore>,
+    /// Set once the Backup, Check and Prune caches hold the cluster's state; until then the
+    /// Schedule reconciler asks the API server instead.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Stores {
@@ -79,7 +82,33 @@ impl Stores {
             checks: kube::runtime::reflector::store().0,
             prunes: kube::runtime::reflector::store().0,
             restores: kube::runtime::reflector::store().0,
+            ready: Arc::default(),
         }
+    }
+
+    /// Whether the run caches can be trusted.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the stores ready once all three Schedule-owned caches are. It polls with a
+    /// timeout instead of awaiting once: a store's readiness future wakes only its latest
+    /// poller, and the controllers poll it too.
+    async fn watch_readiness(self) {
+        async fn ready<K>(store: &Store<K>)
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        {
+            while tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
+                .await
+                .is_err()
+            {}
+        }
+        ready(&self.backups).await;
+        ready(&self.checks).await;
+        ready(&self.prunes).await;
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        tracing::debug!("run caches are ready");
     }
 }
 
@@ -381,7 +410,9 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         checks: checks.store(),
         prunes: prunes.store(),
         restores: restores.store(),
+        ready: Arc::default(),
     };
+    tokio::spawn(stores.clone().watch_readiness());
     let runs_of_schedules = watcher::Config::default().labels(crate::job::LABEL_SCHEDULE);
     let schedules = Controller::new(
         Api::<Schedule>::all(client.clone()),

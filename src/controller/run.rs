@@ -784,7 +784,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
             names.push(name);
         }
         if let Some(tick) = tick_of(run.as_ref()).filter(|_| created) {
-            let delay = now.duration_since(tick).as_secs_f64();
+            let delay = jiff::Timestamp::now().duration_since(tick).as_secs_f64();
             ctx.metrics.tick_to_job_seconds.observe(delay.max(0.0));
         }
         let mut status = previous.clone();

@@ -376,9 +376,8 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
             ctx.settings.catch_up,
         );
         // At a tick, "is the previous run still going" must not be answered by a cache that
-        // may still be filling after a restart: ask the API server. Between ticks the cache
-        // is good enough for status and history.
-        let runs = if decision.due.is_some() && !suspended {
+        // is still filling after a start: then ask the API server.
+        let runs = if decision.due.is_some() && !suspended && !ctx.stores.is_ready() {
             listed_runs(&ctx, op, &namespace, &name, &uid).await?
         } else {
             match op {
