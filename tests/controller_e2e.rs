@@ -50,7 +50,7 @@ where
 
 #[tokio::test]
 #[ignore = "needs scripts/cluster up (with the operator)"]
-async fn schedule_tick_creates_backup_with_pinned_job_that_ends_terminal() {
+async fn schedule_tick_creates_backup_whose_job_mounts_eligible_pvcs_and_ends() {
     let client = client().await;
     let ns = format!("e2e-ctl-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
