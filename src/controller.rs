@@ -375,6 +375,15 @@ async fn log_result<T, E: std::fmt::Display>(
     }
 }
 
+/// Reconciles of one kind that run at the same time. Unbounded, a tick of thousands of
+/// Schedules opens thousands of API connections at once, each with its own TLS buffers,
+/// which costs far more memory and not less time than working through them in batches.
+const CONCURRENCY: u16 = 16;
+
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
+}
+
 /// Runs the five controllers until shutdown.
 pub async fn run_controllers(client: Client, settings: Settings, metrics: Metrics) -> Result<()> {
     let (jobs, backup_jobs) = jobs_of(&client, Operation::Backup);
@@ -383,6 +392,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         watcher::Config::default(),
     )
     .owns(jobs, backup_jobs)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
     let (jobs, check_jobs) = jobs_of(&client, Operation::Check);
     let checks = Controller::new(
@@ -390,6 +400,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         watcher::Config::default(),
     )
     .owns(jobs, check_jobs)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
     let (jobs, prune_jobs) = jobs_of(&client, Operation::Prune);
     let prunes = Controller::new(
@@ -397,6 +408,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         watcher::Config::default(),
     )
     .owns(jobs, prune_jobs)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
     let (jobs, restore_jobs) = jobs_of(&client, Operation::Restore);
     let restores = Controller::new(
@@ -404,6 +416,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         watcher::Config::default(),
     )
     .owns(jobs, restore_jobs)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
     let stores = Stores {
         backups: backups.store(),
@@ -424,6 +437,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
     )
     .owns(Api::<Check>::all(client.clone()), runs_of_schedules.clone())
     .owns(Api::<Prune>::all(client.clone()), runs_of_schedules)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
 
     let context = Arc::new(Context::new(client, settings, metrics, stores));
