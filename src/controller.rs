@@ -11,7 +11,7 @@ pub mod rbac;
 pub mod run;
 pub mod schedule;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +69,9 @@ pub struct Stores {
     pub prunes: Store<Prune>,
     /// Every Restore.
     pub restores: Store<Restore>,
+    /// Set once the Backup, Check and Prune caches hold the cluster's state; until then the
+    /// Schedule reconciler asks the API server instead.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Stores {
@@ -79,6 +82,76 @@ impl Stores {
             checks: kube::runtime::reflector::store().0,
             prunes: kube::runtime::reflector::store().0,
             restores: kube::runtime::reflector::store().0,
+            ready: Arc::default(),
+        }
+    }
+
+    /// Whether the run caches can be trusted.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the stores ready once all three Schedule-owned caches are. It polls with a
+    /// timeout instead of awaiting once: a store's readiness future wakes only its latest
+    /// poller, and the controllers poll it too.
+    async fn watch_readiness(self) {
+        async fn ready<K>(store: &Store<K>)
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        {
+            while tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
+                .await
+                .is_err()
+            {}
+        }
+        ready(&self.backups).await;
+        ready(&self.checks).await;
+        ready(&self.prunes).await;
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        tracing::debug!("run caches are ready");
+    }
+}
+
+/// Statuses this process wrote that the watch cache may not show yet. A reconcile triggered
+/// right after a status write (by the write itself, or by a Job it just created) would
+/// otherwise act on the older status and repeat the work and the writes. An entry is dropped
+/// as soon as the cache shows the same status, so the map only holds writes in flight.
+pub struct Recent<S> {
+    map: Mutex<HashMap<String, S>>,
+}
+
+impl<S> Default for Recent<S> {
+    fn default() -> Self {
+        Recent {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S: Clone + PartialEq> Recent<S> {
+    /// The newest status of the object with `uid`: ours while the cache lags behind it.
+    pub fn freshest(&self, uid: &str, cached: Option<&S>) -> Option<S> {
+        let Ok(mut map) = self.map.lock() else {
+            return cached.cloned();
+        };
+        match map.get(uid) {
+            Some(mine) if Some(mine) == cached => {
+                map.remove(uid);
+                cached.cloned()
+            }
+            Some(mine) => Some(mine.clone()),
+            None => cached.cloned(),
+        }
+    }
+
+    /// Remembers a status just written.
+    pub fn wrote(&self, uid: &str, status: S) {
+        if let Ok(mut map) = self.map.lock() {
+            // Objects deleted before the cache caught up leave entries behind; bound them.
+            if map.len() > 50_000 {
+                map.clear();
+            }
+            map.insert(uid.to_string(), status);
         }
     }
 }
@@ -95,6 +168,10 @@ pub struct Context {
     pub metrics: Metrics,
     /// Caches of run objects.
     pub stores: Stores,
+    /// Run statuses written and not yet seen in the cache.
+    pub recent_runs: Recent<crate::crd::RunStatus>,
+    /// Schedule statuses written and not yet seen in the cache.
+    pub recent_schedules: Recent<crate::crd::ScheduleStatus>,
     /// Namespaces whose agent RBAC this process has applied (an optimisation only: applying
     /// again is harmless).
     pub rbac_done: Mutex<HashSet<String>>,
@@ -113,9 +190,18 @@ impl Context {
             settings,
             metrics,
             stores,
+            recent_runs: Recent::default(),
+            recent_schedules: Recent::default(),
             rbac_done: Mutex::new(HashSet::new()),
         }
     }
+}
+
+/// Now, to the second: the API server keeps times to the second, so a status computed with
+/// them compares equal to the one read back and an unchanged status is not written again.
+pub fn now_seconds() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 /// How long to wait after an error: an invalid spec waits for the user (a change of the
@@ -289,6 +375,15 @@ async fn log_result<T, E: std::fmt::Display>(
     }
 }
 
+/// Reconciles of one kind that run at the same time. Unbounded, a tick of thousands of
+/// Schedules opens thousands of API connections at once, each with its own TLS buffers,
+/// which costs far more memory and not less time than working through them in batches.
+const CONCURRENCY: u16 = 16;
+
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
+}
+
 /// Runs the five controllers until shutdown.
 pub async fn run_controllers(client: Client, settings: Settings, metrics: Metrics) -> Result<()> {
     let (jobs, backup_jobs) = jobs_of(&client, Operation::Backup);
@@ -297,6 +392,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         watcher::Config::default(),
     )
     .owns(jobs, backup_jobs)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
     let (jobs, check_jobs) = jobs_of(&client, Operation::Check);
     let checks = Controller::new(
@@ -304,6 +400,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         watcher::Config::default(),
     )
     .owns(jobs, check_jobs)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
     let (jobs, prune_jobs) = jobs_of(&client, Operation::Prune);
     let prunes = Controller::new(
@@ -311,6 +408,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         watcher::Config::default(),
     )
     .owns(jobs, prune_jobs)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
     let (jobs, restore_jobs) = jobs_of(&client, Operation::Restore);
     let restores = Controller::new(
@@ -318,13 +416,16 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
         watcher::Config::default(),
     )
     .owns(jobs, restore_jobs)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
     let stores = Stores {
         backups: backups.store(),
         checks: checks.store(),
         prunes: prunes.store(),
         restores: restores.store(),
+        ready: Arc::default(),
     };
+    tokio::spawn(stores.clone().watch_readiness());
     let runs_of_schedules = watcher::Config::default().labels(crate::job::LABEL_SCHEDULE);
     let schedules = Controller::new(
         Api::<Schedule>::all(client.clone()),
@@ -336,6 +437,7 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
     )
     .owns(Api::<Check>::all(client.clone()), runs_of_schedules.clone())
     .owns(Api::<Prune>::all(client.clone()), runs_of_schedules)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown_signal());
 
     let context = Arc::new(Context::new(client, settings, metrics, stores));
@@ -375,4 +477,35 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Metric
     );
     info!("controllers stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_status_wins_until_the_cache_shows_it() {
+        let recent: Recent<u32> = Recent::default();
+        assert_eq!(recent.freshest("a", Some(&1)), Some(1));
+        recent.wrote("a", 2);
+        assert_eq!(
+            recent.freshest("a", Some(&1)),
+            Some(2),
+            "cache lags behind the write"
+        );
+        assert_eq!(recent.freshest("a", Some(&2)), Some(2), "cache caught up");
+        assert_eq!(
+            recent.freshest("a", Some(&3)),
+            Some(3),
+            "entry dropped once seen"
+        );
+    }
+
+    #[test]
+    fn invalid_spec_waits_longer_than_transient_errors() {
+        let invalid = requeue_after_error(&Error::InvalidSpec("x".into()));
+        let io = requeue_after_error(&Error::Restic("x".into()));
+        assert_eq!(invalid, Action::requeue(Duration::from_secs(3600)));
+        assert_eq!(io, Action::requeue(Duration::from_secs(15)));
+    }
 }

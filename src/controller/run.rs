@@ -564,9 +564,15 @@ pub fn status_from_jobs(
 }
 
 /// Writes the status through server-side apply of the status subresource, only when it
-/// changed (so that an idle reconcile costs no write).
-pub async fn apply_status<K: RunKind>(api: &Api<K>, run: &K, status: &RunStatus) -> Result<bool> {
-    if run.run_status() == Some(status) {
+/// differs from `current` (so that an idle reconcile costs no write).
+pub async fn apply_status<K: RunKind>(
+    ctx: &Context,
+    api: &Api<K>,
+    run: &K,
+    current: &RunStatus,
+    status: &RunStatus,
+) -> Result<bool> {
+    if current == status {
         return Ok(false);
     }
     let patch = serde_json::json!({
@@ -580,6 +586,9 @@ pub async fn apply_status<K: RunKind>(api: &Api<K>, run: &K, status: &RunStatus)
         &Patch::Apply(&patch),
     )
     .await?;
+    if let Some(uid) = run.uid() {
+        ctx.recent_runs.wrote(&uid, status.clone());
+    }
     Ok(true)
 }
 
@@ -699,7 +708,10 @@ fn tick_of<K: RunKind>(run: &K) -> Option<jiff::Timestamp> {
 /// Reconciles one run.
 pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled(K::OP.kind());
-    let previous = run.run_status().cloned().unwrap_or_default();
+    let previous = ctx
+        .recent_runs
+        .freshest(&run.uid().unwrap_or_default(), run.run_status())
+        .unwrap_or_default();
     if previous.state.is_some_and(RunState::is_terminal) {
         debug!(name = %run.name_any(), "run already ended");
         return Ok(Action::await_change());
@@ -707,7 +719,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     let meta = run_meta(run.as_ref())?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &meta.namespace);
     let generation = run.meta().generation;
-    let now = jiff::Timestamp::now();
+    let now = super::now_seconds();
 
     // A Job's own events trigger the next reconcile before the cache has seen the status
     // write that recorded it; planning again from that stale status would create a second,
@@ -740,7 +752,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 generation,
                 now,
             );
-            if apply_status(&api, run.as_ref(), &status).await? {
+            if apply_status(&ctx, &api, run.as_ref(), &previous, &status).await? {
                 info!(kind = K::OP.kind(), name = %meta.name, %message, "run waits");
             }
             return Ok(Action::requeue(WAITING_RECHECK));
@@ -749,14 +761,14 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
             Ok(built) => built,
             Err(Error::InvalidSpec(reason)) => {
                 let status = with_state(
-                    previous,
+                    previous.clone(),
                     RunState::Failed,
                     "Failed",
                     &reason,
                     generation,
                     now,
                 );
-                apply_status(&api, run.as_ref(), &status).await?;
+                apply_status(&ctx, &api, run.as_ref(), &previous, &status).await?;
                 report_end(&ctx, run.as_ref(), &status).await;
                 return Ok(Action::await_change());
             }
@@ -765,18 +777,22 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         ensure_rbac(&ctx, &meta.namespace).await?;
         let job_api: Api<Job> = Api::namespaced(ctx.client.clone(), &meta.namespace);
         let mut names = Vec::new();
+        let mut created = false;
         for job in &jobs {
             let name = job.metadata.name.clone().unwrap_or_default();
             match job_api.create(&PostParams::default(), job).await {
-                Ok(_) => info!(kind = K::OP.kind(), run = %meta.name, job = %name, "created Job"),
+                Ok(_) => {
+                    created = true;
+                    info!(kind = K::OP.kind(), run = %meta.name, job = %name, "created Job");
+                }
                 // Created by an earlier reconcile whose status write did not land.
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
                 Err(error) => return Err(error.into()),
             }
             names.push(name);
         }
-        if let Some(tick) = tick_of(run.as_ref()) {
-            let delay = now.duration_since(tick).as_secs_f64();
+        if let Some(tick) = tick_of(run.as_ref()).filter(|_| created) {
+            let delay = jiff::Timestamp::now().duration_since(tick).as_secs_f64();
             ctx.metrics.tick_to_job_seconds.observe(delay.max(0.0));
         }
         let mut status = previous.clone();
@@ -784,7 +800,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         status.errors = problems;
         status.started_at = Some(Time(now));
         let status = with_state(status, RunState::Running, "JobRunning", "", generation, now);
-        apply_status(&api, run.as_ref(), &status).await?;
+        apply_status(&ctx, &api, run.as_ref(), &previous, &status).await?;
         return Ok(Action::requeue(RUNNING_RECHECK));
     }
 
@@ -814,7 +830,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         now,
         ctx.settings.stuck_after,
     );
-    apply_status(&api, run.as_ref(), &status).await?;
+    apply_status(&ctx, &api, run.as_ref(), &previous, &status).await?;
     if status.state.is_some_and(RunState::is_terminal) {
         report_end(&ctx, run.as_ref(), &status).await;
         // A Job that cannot start would otherwise linger until its deadline.

@@ -344,7 +344,10 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
     let created = schedule.meta().creation_timestamp.as_ref().map(|t| t.0);
     let suspended = schedule.spec.suspend == Some(true);
     let generation = schedule.meta().generation;
-    let previous = schedule.status.clone().unwrap_or_default();
+    let previous = ctx
+        .recent_schedules
+        .freshest(&uid, schedule.status.as_ref())
+        .unwrap_or_default();
     let mut status = ScheduleStatus {
         observed_generation: generation,
         ..ScheduleStatus::default()
@@ -373,9 +376,8 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
             ctx.settings.catch_up,
         );
         // At a tick, "is the previous run still going" must not be answered by a cache that
-        // may still be filling after a restart: ask the API server. Between ticks the cache
-        // is good enough for status and history.
-        let runs = if decision.due.is_some() && !suspended {
+        // is still filling after a start: then ask the API server.
+        let runs = if decision.due.is_some() && !suspended && !ctx.stores.is_ready() {
             listed_runs(&ctx, op, &namespace, &name, &uid).await?
         } else {
             match op {
@@ -455,9 +457,9 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
         reason,
         &message,
         generation,
-        now,
+        super::now_seconds(),
     )];
-    if schedule.status.as_ref() != Some(&status) {
+    if previous != status {
         let patch = serde_json::json!({
             "apiVersion": Schedule::api_version(&()),
             "kind": Schedule::kind(&()),
@@ -470,6 +472,7 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
                 &Patch::Apply(&patch),
             )
             .await?;
+        ctx.recent_schedules.wrote(&uid, status);
     } else {
         debug!(schedule = %name, %namespace, "status unchanged");
     }
