@@ -237,6 +237,11 @@ pub fn wait_for<T>(
     }
 }
 
+/// `text` as one single-quoted shell word.
+pub fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 /// A short lowercase suffix that keeps names of concurrent or repeated runs apart.
 pub fn unique_suffix() -> String {
     let nanos = SystemTime::now()
@@ -427,7 +432,10 @@ spec:
                 .display()
                 .to_string();
             script.push_str(&format!(
-                "mkdir -p '{dir}'\nprintf '%s' '{content}' > '{full}'\n"
+                "mkdir -p {}\nprintf '%s' {} > {}\n",
+                sh_quote(&dir),
+                sh_quote(content),
+                sh_quote(&full)
             ));
         }
         let mounts: Vec<Value> = pvcs

@@ -126,6 +126,13 @@ fn with_restic_mount(repo: &Repo, dir: &Path, check: impl FnOnce()) {
 fn restore_to_s3_and_to_pvc_yields_the_backed_up_bytes() {
     let (ns, bucket) = backed_up_namespace("restore", "mariadb");
     let c = ns.cluster();
+    // another namespace backs up a PVC of the same name into the same bucket afterwards: its
+    // snapshot is the repository's latest, and a restore must still take this namespace's
+    let other = Namespace::create("neighbour");
+    other.create_seed_secrets();
+    other.create_pvc("mariadb", "ReadWriteOnce", false);
+    other.write_files("writer", &[("mariadb", "dump.sql", "the neighbour's data")]);
+    backup_now(&other, "neighbour", &bucket);
 
     // the seed's Restore: repoPasswordSecretRef under backend.s3 is moved, with a warning
     let target_bucket = ns.bucket("restoremini");
