@@ -92,7 +92,7 @@ fn check_of_a_repository_that_does_not_exist_fails_without_creating_it() {
 }
 
 #[test]
-fn restore_to_a_missing_bucket_names_the_bucket_error() {
+fn restore_to_a_missing_bucket_creates_it_and_uploads_the_archive() {
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
@@ -113,7 +113,49 @@ fn restore_to_a_missing_bucket_names_the_bucket_error() {
         "--s3-endpoint",
         &s3.endpoint,
         "--s3-bucket",
-        "no-such-bucket",
+        "restoremini",
+        "--s3-access-key-id",
+        support::ACCESS_KEY,
+        "--s3-secret-access-key",
+        support::SECRET_KEY,
+    ]);
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::Succeeded),
+        "{}",
+        outcome.stderr
+    );
+    let restored_to = outcome.report.restored_to.clone().unwrap_or_default();
+    assert!(
+        restored_to.starts_with("s3://restoremini/shop/") && restored_to.ends_with(".tar.gz"),
+        "{restored_to}"
+    );
+}
+
+#[test]
+fn restore_to_a_bucket_that_cannot_be_created_names_the_error() {
+    let Some(s3) = S3Server::start() else { return };
+    let repository = s3.repository("backups");
+    support::restic(&repository, &["init"]);
+    support::restic_with_stdin(
+        &repository,
+        &[
+            "backup",
+            "--host",
+            "shop",
+            "--stdin",
+            "--stdin-filename",
+            "/shop-db",
+        ],
+        Some(b"data"),
+    );
+    // Upper case is not a valid bucket name: S3 refuses to create it.
+    let outcome = Agent::new(&repository, "shop").run(&[
+        "restore",
+        "--s3-endpoint",
+        &s3.endpoint,
+        "--s3-bucket",
+        "No_Such_Bucket",
         "--s3-access-key-id",
         support::ACCESS_KEY,
         "--s3-secret-access-key",
@@ -126,7 +168,7 @@ fn restore_to_a_missing_bucket_names_the_bucket_error() {
         outcome.stderr
     );
     assert!(
-        outcome.report.message.contains("NoSuchBucket"),
+        outcome.report.message.contains("S3"),
         "{}",
         outcome.report.message
     );

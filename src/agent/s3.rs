@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use rusty_s3::actions::{
-    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, HeadObject, UploadPart,
+    AbortMultipartUpload, CompleteMultipartUpload, CreateBucket, CreateMultipartUpload, HeadObject,
+    UploadPart,
 };
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
 pub struct Destination {
     /// Absolute http(s) URL of the S3 server.
     pub endpoint: String,
-    /// Existing bucket.
+    /// Bucket that receives the archive; created when it does not exist.
     pub bucket: String,
     /// Access key ID.
     pub access_key_id: String,
@@ -240,8 +241,22 @@ pub async fn upload(
 ) -> Result<u64> {
     let bucket = destination.bucket()?;
     let credentials = destination.credentials()?;
-    let url = CreateMultipartUpload::new(&bucket, Some(&credentials), key).sign(SIGNATURE_LIFETIME);
-    let body = send(http.post(url), "starting the upload").await?;
+    let start = || {
+        let url =
+            CreateMultipartUpload::new(&bucket, Some(&credentials), key).sign(SIGNATURE_LIFETIME);
+        send(http.post(url), "starting the upload")
+    };
+    let body = match start().await {
+        // A download bucket is the restore's target, like a directory: create it as restic
+        // creates the repository's bucket, so the seed's Restore works on a fresh server.
+        Err(Error::Http(message)) if message.contains("NoSuchBucket") => {
+            tracing::info!(bucket = %destination.bucket, "creating the restore bucket");
+            let url = CreateBucket::new(&bucket, &credentials).sign(SIGNATURE_LIFETIME);
+            send(http.put(url), "creating the bucket").await?;
+            start().await?
+        }
+        other => other?,
+    };
     // Read the one field needed instead of the whole document: S3 implementations differ in
     // the root element's name (rclone answers `InitiateMultipartUpload`).
     let upload_id = xml_field(&body, "UploadId")

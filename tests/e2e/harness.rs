@@ -209,11 +209,6 @@ impl Cluster {
     pub fn s3_get(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.s3_curl("GET", &format!("{}/{bucket}/{key}", self.s3_endpoint()))
     }
-
-    /// Creates an S3 bucket, as a user prepares the target of a restore.
-    pub fn s3_create_bucket(&self, bucket: &str) {
-        self.s3_curl("PUT", &format!("{}/{bucket}", self.s3_endpoint()));
-    }
 }
 
 /// Polls `probe` every `every` until it yields a value; panics naming `what` after `timeout`.

@@ -136,9 +136,8 @@ fn restore_to_s3_and_to_pvc_yields_the_backed_up_bytes() {
 
     // the seed's Restore: repoPasswordSecretRef under backend.s3 is moved, with a warning
     let target_bucket = ns.bucket("restoremini");
-    // the target bucket is the user's, as `restoremini` is in the seed; the agent only
-    // uploads into it
-    c.s3_create_bucket(&target_bucket);
+    // the target bucket does not exist yet: the agent creates it, as restic creates the
+    // repository's bucket
     let restore = rewrite(
         &crate::harness::example("restore-seed.yaml"),
         &[
