@@ -111,3 +111,34 @@ fn unknown_kind_is_reported() {
     let problems = schema_problems(&schedule);
     assert!(problems[0].starts_with("kind: "), "{problems:?}");
 }
+
+/// Collects the path of every property that has no description.
+fn undocumented(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+    if let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) {
+        for (name, child) in properties {
+            let child_path = format!("{path}.{name}");
+            let described = child
+                .get("description")
+                .and_then(|d| d.as_str())
+                .is_some_and(|d| !d.trim().is_empty());
+            // apiVersion, kind and metadata are the API server's own.
+            if !described && !matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
+                missing.push(child_path.clone());
+            }
+            undocumented(child, &child_path, missing);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        undocumented(items, &format!("{path}[]"), missing);
+    }
+}
+
+#[test]
+fn every_field_of_every_kind_has_documentation_for_kubectl_explain() {
+    for kind in baas::crd::KINDS {
+        let schema = baas::crd::strict_schema(kind).expect("schema of a known kind");
+        let mut missing = Vec::new();
+        undocumented(&schema, kind, &mut missing);
+        assert!(missing.is_empty(), "fields without a doc comment: {missing:?}");
+    }
+}

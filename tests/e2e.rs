@@ -15,6 +15,8 @@ mod backup;
 mod fixtures;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/manifests.rs"]
+mod manifests;
 #[path = "e2e/prune.rs"]
 mod prune;
 #[path = "e2e/restore.rs"]
