@@ -139,6 +139,9 @@ fn every_field_of_every_kind_has_documentation_for_kubectl_explain() {
         let schema = baas::crd::strict_schema(kind).expect("schema of a known kind");
         let mut missing = Vec::new();
         undocumented(&schema, kind, &mut missing);
-        assert!(missing.is_empty(), "fields without a doc comment: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "fields without a doc comment: {missing:?}"
+        );
     }
 }

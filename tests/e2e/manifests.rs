@@ -62,8 +62,11 @@ fn every_manifest_is_accepted_by_the_api_server_in_a_server_dry_run() {
         );
     }
 
-    // The examples go through our webhook in a namespace of their own.
+    // The examples go through our webhook in a namespace of their own, with what they refer
+    // to: the seed's Secrets and the claim restore-pvc.yaml restores into.
     let ns = Namespace::create("examples");
+    ns.create_seed_secrets();
+    ns.create_pvc("mariadb-restored", "ReadWriteOnce", false);
     for file in yaml_files("manifests/examples") {
         let name = Path::new(&file)
             .file_name()
