@@ -85,6 +85,92 @@ fn tick_before_the_schedule_existed_does_not_run() {
     assert_eq!(decision.due, Some(at("2026-01-01T11:00:00Z")));
 }
 
+fn owned_run(name: &str, tick: &str, state: Option<RunState>) -> OwnedRun {
+    OwnedRun {
+        name: name.into(),
+        created: Some(at(tick)),
+        state,
+        finished: None,
+        tick: Some(at(tick)),
+    }
+}
+
+#[test]
+fn last_run_catches_up_with_the_newest_run_object() {
+    let mut status = OperationStatus {
+        last_run: Some(Time(at("2026-01-01T00:01:00Z"))),
+        last_run_name: Some("s-backup-202601010001".into()),
+        ..OperationStatus::default()
+    };
+    let runs = [
+        owned_run(
+            "s-backup-202601010001",
+            "2026-01-01T00:01:00Z",
+            Some(RunState::Failed),
+        ),
+        owned_run("s-backup-202601010002", "2026-01-01T00:02:00Z", None),
+    ];
+    catch_up_last_run(&mut status, &runs);
+    assert_eq!(status.last_run, Some(Time(at("2026-01-01T00:02:00Z"))));
+    assert_eq!(
+        status.last_run_name.as_deref(),
+        Some("s-backup-202601010002")
+    );
+    // The tick of the newest run is handled: it is not due again.
+    let decision = decide_tick(
+        &cron("* * * * *"),
+        at("2026-01-01T00:02:05Z"),
+        status.last_run.as_ref().map(|t| t.0),
+        None,
+        HOUR,
+    );
+    assert_eq!(decision.due, None);
+}
+
+#[test]
+fn new_tick_alone_is_no_reason_to_write_the_status() {
+    let op = |tick: &str, next: &str, state: &str| OperationStatus {
+        last_run: Some(Time(at(tick))),
+        last_run_name: Some(format!("s-{tick}")),
+        next_run: Some(Time(at(next))),
+        last_state: Some(state.into()),
+        ..OperationStatus::default()
+    };
+    let previous = ScheduleStatus {
+        backup: Some(op(
+            "2026-01-01T00:01:00Z",
+            "2026-01-01T00:02:00Z",
+            "Succeeded",
+        )),
+        ..ScheduleStatus::default()
+    };
+    let ticked = ScheduleStatus {
+        backup: Some(op(
+            "2026-01-01T00:02:00Z",
+            "2026-01-01T00:03:00Z",
+            "Succeeded",
+        )),
+        ..ScheduleStatus::default()
+    };
+    assert!(!changed_beyond_ticks(&previous, &ticked));
+    let failed = ScheduleStatus {
+        backup: Some(op("2026-01-01T00:02:00Z", "2026-01-01T00:03:00Z", "Failed")),
+        ..ScheduleStatus::default()
+    };
+    assert!(changed_beyond_ticks(&previous, &failed));
+    let suspended = ScheduleStatus {
+        backup: Some(OperationStatus {
+            next_run: None,
+            ..op("2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z", "Succeeded")
+        }),
+        ..ScheduleStatus::default()
+    };
+    assert!(
+        changed_beyond_ticks(&previous, &suspended),
+        "nextRun going away is news"
+    );
+}
+
 #[test]
 fn last_outcome_takes_newest_finished_and_newest_success() {
     let run = |name: &str, minute: i64, state: Option<RunState>| OwnedRun {
@@ -92,6 +178,7 @@ fn last_outcome_takes_newest_finished_and_newest_success() {
         created: Some(jiff::Timestamp::from_second(minute * 60).expect("ts")),
         state,
         finished: Some(jiff::Timestamp::from_second(minute * 60 + 30).expect("ts")),
+        tick: Some(jiff::Timestamp::from_second(minute * 60).expect("ts")),
     };
     let runs = [
         run("a", 1, Some(RunState::Succeeded)),
