@@ -181,6 +181,18 @@ impl<S: Clone + PartialEq> Recent<S> {
         }
     }
 
+    /// The remembered status of `uid`, whatever the cache shows.
+    pub fn get(&self, uid: &str) -> Option<S> {
+        self.map.lock().ok()?.get(uid).cloned()
+    }
+
+    /// Forgets `uid`.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(uid);
+        }
+    }
+
     /// Remembers a status just written.
     pub fn wrote(&self, uid: &str, status: S) {
         if let Ok(mut map) = self.map.lock() {
@@ -207,6 +219,10 @@ pub struct Context {
     pub stores: Stores,
     /// Run statuses written and not yet seen in the cache.
     pub recent_runs: Recent<crate::crd::RunStatus>,
+    /// Runs whose Jobs this process created before any status names them: a Job deleted then
+    /// must fail its run, not look like one never started (a restart forgets this; a run whose
+    /// Jobs were deleted while no operator ran gets new ones).
+    pub unwritten_starts: Recent<crate::crd::RunStatus>,
     /// Schedule statuses written and not yet seen in the cache.
     pub recent_schedules: Recent<crate::crd::ScheduleStatus>,
     /// Namespaces whose agent RBAC this process has applied (an optimisation only: applying
@@ -228,6 +244,7 @@ impl Context {
             metrics,
             stores,
             recent_runs: Recent::default(),
+            unwritten_starts: Recent::default(),
             recent_schedules: Recent::default(),
             rbac_done: Mutex::new(HashSet::new()),
         }

@@ -783,6 +783,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         .freshest(&run.uid().unwrap_or_default(), run.run_status())
         .unwrap_or_default();
     if written.state.is_some_and(RunState::is_terminal) {
+        ctx.unwritten_starts.forget(&run.uid().unwrap_or_default());
         debug!(name = %run.name_any(), "run already ended");
         return Ok(Action::await_change());
     }
@@ -791,10 +792,18 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     let generation = run.meta().generation;
     let now = super::now_seconds();
     let cached_jobs = ctx.stores.jobs_of_run(&meta.namespace, &meta.uid);
-    let previous = cached_jobs
-        .as_deref()
-        .and_then(|jobs| started_from_jobs(&written, jobs, generation))
-        .unwrap_or_else(|| written.clone());
+    let previous = if written.jobs.is_empty() {
+        ctx.unwritten_starts
+            .get(&meta.uid)
+            .or_else(|| {
+                cached_jobs
+                    .as_deref()
+                    .and_then(|jobs| started_from_jobs(&written, jobs, generation))
+            })
+            .unwrap_or_else(|| written.clone())
+    } else {
+        written.clone()
+    };
 
     if previous.jobs.is_empty() {
         let me = RepoRun::from(run.as_ref(), &HashSet::new());
@@ -856,15 +865,17 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
             let delay = jiff::Timestamp::now().duration_since(tick).as_secs_f64();
             ctx.metrics.tick_to_job_seconds.observe(delay.max(0.0));
         }
+        let mut status = previous.clone();
+        status.jobs = names;
+        status.errors = problems;
+        status.started_at = Some(Time(now));
+        let status = with_state(status, RunState::Running, "JobRunning", "", generation, now);
         // Problems of planning exist nowhere else: they must be in the status now. Without
         // them, or without a Job cache to find the Jobs in, the status waits.
-        if !problems.is_empty() || !ctx.stores.is_ready() {
-            let mut status = previous.clone();
-            status.jobs = names;
-            status.errors = problems;
-            status.started_at = Some(Time(now));
-            let status = with_state(status, RunState::Running, "JobRunning", "", generation, now);
+        if !status.errors.is_empty() || !ctx.stores.is_ready() {
             apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+        } else {
+            ctx.unwritten_starts.wrote(&meta.uid, status);
         }
         return Ok(Action::requeue(RUNNING_RECHECK));
     }
@@ -933,9 +944,11 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
             }
         }
         apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+        ctx.unwritten_starts.forget(&meta.uid);
         return Ok(Action::requeue(RUNNING_RECHECK));
     }
     apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+    ctx.unwritten_starts.forget(&meta.uid);
     report_end(&ctx, run.as_ref(), &status).await;
     // A Job that cannot start would otherwise linger until its deadline.
     for job in jobs.iter().filter(|j| {

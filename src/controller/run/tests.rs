@@ -636,7 +636,8 @@ mod mocked {
     }
 
     #[tokio::test]
-    async fn new_backup_with_filled_caches_creates_its_job_and_defers_the_status() {
+    async fn new_backup_with_filled_caches_defers_the_status_and_still_fails_when_its_job_vanishes()
+    {
         let (ctx, mut handle) = context_with(filled_stores(Vec::new()));
         let server = tokio::spawn(async move {
             let (_, uri, _, send) = next(&mut handle).await;
@@ -664,15 +665,32 @@ mod mocked {
                 (http::Method::POST, "/apis/batch/v1/namespaces/team/jobs")
             );
             respond(send, &job);
-            assert!(
-                handle.next_request().await.is_none(),
-                "the Running status waits: no write after the Job"
+            // The next request comes from the second reconcile: no Running status came
+            // between, and the Job that vanished from the cache fails the run.
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Failed", "{patch}");
+            assert_eq!(
+                patch["status"]["jobs"],
+                json!(["nightly-backup-202601010100-backup"])
             );
+            let mut answer = serde_json::to_value(backup(None)).expect("json");
+            answer["status"] = patch["status"].clone();
+            respond(send, &answer);
+            let (method, _, event, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::POST);
+            assert_eq!(event["type"], "Warning");
+            respond(send, &event);
         });
-        let action = reconcile(Arc::new(backup(None)), ctx)
+        let action = reconcile(Arc::new(backup(None)), ctx.clone())
             .await
             .expect("reconcile");
         assert_eq!(action, Action::requeue(RUNNING_RECHECK));
+        // The Job is deleted before any status named it (the cache never showed it here).
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("second reconcile");
+        assert_eq!(action, Action::await_change());
         server.await.expect("mock server");
     }
 

@@ -474,3 +474,67 @@ async fn tick_while_previous_backup_runs_is_skipped_with_an_event() {
     reconcile(Arc::new(sched), ctx).await.expect("reconcile");
     server.await.expect("mock server");
 }
+
+#[tokio::test]
+async fn tick_with_filled_caches_creates_the_run_without_a_status_write() {
+    let now = jiff::Timestamp::now();
+    let previous_tick = jiff::Timestamp::from_second(now.as_second() - now.as_second() % 60 - 60)
+        .expect("previous minute");
+    let finished = previous_tick + jiff::SignedDuration::from_secs(20);
+    let previous_run: Backup = serde_json::from_value(json!({
+        "apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
+        "metadata": {"name": run_name("nightly", Operation::Backup, previous_tick), "namespace": "team",
+                     "uid": "run-uid", "creationTimestamp": previous_tick.to_string(),
+                     "annotations": {"backup.appuio.ch/tick": previous_tick.to_string()},
+                     "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Schedule", "name": "nightly", "uid": "sched-uid", "controller": true}]},
+        "spec": {"backend": backend()},
+        "status": {"state": "Succeeded", "finishedAt": finished.to_string()},
+    }))
+    .expect("test backup");
+    let (backups, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(previous_run));
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    let stores = Stores {
+        backups,
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        ..Stores::empty()
+    };
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        kube::Client::new(service, "default"),
+        Settings::default(),
+        crate::controller::Metrics::default(),
+        stores,
+    );
+    // The status written when the previous run ended.
+    let mut sched = schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *"}}));
+    sched.status = serde_json::from_value(json!({
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled", "message": "",
+                        "observedGeneration": 1, "lastTransitionTime": "2020-01-01T00:00:00Z"}],
+        "backup": {"lastRun": previous_tick.to_string(),
+                   "lastRunName": run_name("nightly", Operation::Backup, previous_tick),
+                   "lastState": "Succeeded", "lastSuccess": finished.to_string(),
+                   "nextRun": (previous_tick + jiff::SignedDuration::from_secs(60)).to_string()},
+    }))
+    .expect("test status");
+    let server = tokio::spawn(async move {
+        let (request, send) = handle.next_request().await.expect("create request");
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups"
+        );
+        let backup = body_json(request).await;
+        respond(send, 201, &backup);
+        assert!(
+            handle.next_request().await.is_none(),
+            "the tick alone writes no Schedule status"
+        );
+    });
+    reconcile(Arc::new(sched), Arc::new(ctx))
+        .await
+        .expect("reconcile");
+    server.await.expect("mock server");
+}
