@@ -15,19 +15,21 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::{OperatorArgs, ServeArgs};
 use crate::crd::{Backup, Check, Prune, Restore, Schedule};
-use crate::job::{JobSettings, LABEL_MANAGED_BY, LABEL_OPERATION, MANAGER, Operation};
+use crate::job::{JobSettings, LABEL_MANAGED_BY, MANAGER};
 use crate::{Error, Result};
 
 pub use metrics::Metrics;
@@ -69,9 +71,13 @@ pub struct Stores {
     pub prunes: Store<Prune>,
     /// Every Restore.
     pub restores: Store<Restore>,
-    /// Set once the Backup, Check and Prune caches hold the cluster's state; until then the
-    /// Schedule reconciler asks the API server instead.
+    /// Every Job the operator made, without their pod templates.
+    pub jobs: Store<Job>,
+    /// Set once the Backup, Check, Prune and Job caches hold the cluster's state; until then
+    /// the reconcilers ask the API server instead.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The webhook's caches of PVCs and pods, for planning backups without API calls.
+    pub cluster: Option<Arc<crate::webhook::lookup::ReflectorLookups>>,
 }
 
 impl Stores {
@@ -82,8 +88,38 @@ impl Stores {
             checks: kube::runtime::reflector::store().0,
             prunes: kube::runtime::reflector::store().0,
             restores: kube::runtime::reflector::store().0,
+            jobs: kube::runtime::reflector::store().0,
             ready: Arc::default(),
+            cluster: None,
         }
+    }
+
+    /// The Jobs of the run with `uid` in namespace `namespace`, from the cache; `None` while the
+    /// cache is not filled.
+    pub fn jobs_of_run(&self, namespace: &str, uid: &str) -> Option<Vec<Job>> {
+        if !self.is_ready() {
+            return None;
+        }
+        let mut jobs: Vec<Job> = self
+            .jobs
+            .state()
+            .iter()
+            .filter(|job| job.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|job| job.owner_references().iter().any(|o| o.uid == uid))
+            .map(|job| job.as_ref().clone())
+            .collect();
+        jobs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Some(jobs)
+    }
+
+    /// The uids of the runs that own a Job: they hold their repository even before a status
+    /// names their Jobs.
+    pub fn runs_with_jobs(&self) -> HashSet<String> {
+        self.jobs
+            .state()
+            .iter()
+            .flat_map(|job| job.owner_references().iter().map(|o| o.uid.clone()))
+            .collect()
     }
 
     /// Whether the run caches can be trusted.
@@ -91,7 +127,7 @@ impl Stores {
         self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Marks the stores ready once all three Schedule-owned caches are. It polls with a
+    /// Marks the stores ready once the Schedule-owned caches and the Job cache are. It polls with a
     /// timeout instead of awaiting once: a store's readiness future wakes only its latest
     /// poller, and the controllers poll it too.
     async fn watch_readiness(self) {
@@ -107,6 +143,7 @@ impl Stores {
         ready(&self.backups).await;
         ready(&self.checks).await;
         ready(&self.prunes).await;
+        ready(&self.jobs).await;
         self.ready.store(true, std::sync::atomic::Ordering::Release);
         tracing::debug!("run caches are ready");
     }
@@ -144,6 +181,18 @@ impl<S: Clone + PartialEq> Recent<S> {
         }
     }
 
+    /// The remembered status of `uid`, whatever the cache shows.
+    pub fn get(&self, uid: &str) -> Option<S> {
+        self.map.lock().ok()?.get(uid).cloned()
+    }
+
+    /// Forgets `uid`.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(uid);
+        }
+    }
+
     /// Remembers a status just written.
     pub fn wrote(&self, uid: &str, status: S) {
         if let Ok(mut map) = self.map.lock() {
@@ -170,6 +219,10 @@ pub struct Context {
     pub stores: Stores,
     /// Run statuses written and not yet seen in the cache.
     pub recent_runs: Recent<crate::crd::RunStatus>,
+    /// Runs whose Jobs this process created before any status names them: a Job deleted then
+    /// must fail its run, not look like one never started (a restart forgets this; a run whose
+    /// Jobs were deleted while no operator ran gets new ones).
+    pub unwritten_starts: Recent<crate::crd::RunStatus>,
     /// Schedule statuses written and not yet seen in the cache.
     pub recent_schedules: Recent<crate::crd::ScheduleStatus>,
     /// Namespaces whose agent RBAC this process has applied (an optimisation only: applying
@@ -191,6 +244,7 @@ impl Context {
             metrics,
             stores,
             recent_runs: Recent::default(),
+            unwritten_starts: Recent::default(),
             recent_schedules: Recent::default(),
             rbac_done: Mutex::new(HashSet::new()),
         }
@@ -230,6 +284,8 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
         ..Settings::default()
     };
 
+    // One set of PVC and pod caches serves both the webhook and backup planning.
+    let lookups = crate::webhook::lookup::ReflectorLookups::start(client.clone());
     let reconcile = async {
         if args.leader_election {
             let identity = args
@@ -240,18 +296,24 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
             let lease = leader::LeaseLock::new(client.clone(), &args.lease_namespace, identity);
             lease.acquire().await?;
             tokio::select! {
-                result = run_controllers(client.clone(), settings, metrics.clone()) => result,
+                result = run_controllers(client.clone(), settings, metrics.clone(), Some(lookups.clone())) => result,
                 lost = lease.hold() => lost,
             }
         } else {
-            run_controllers(client.clone(), settings, metrics.clone()).await
+            run_controllers(
+                client.clone(),
+                settings,
+                metrics.clone(),
+                Some(lookups.clone()),
+            )
+            .await
         }
     };
     let everything = async {
         tokio::try_join!(
             reconcile,
             serve_metrics(args.metrics_listen, registry.clone()),
-            serve_webhook(args.serve.clone(), client.clone(), registry.clone()),
+            serve_webhook(args.serve.clone(), lookups.clone(), registry.clone()),
         )
         .map(|_| ())
     };
@@ -270,8 +332,11 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
 
 /// The webhook's HTTPS server inside the operator: every replica answers reviews, leader or
 /// not, from its own watch caches; its `/metrics` also carries the reconciler's metrics.
-async fn serve_webhook(serve: ServeArgs, client: Client, registry: Arc<Registry>) -> Result<()> {
-    let lookups = crate::webhook::lookup::ReflectorLookups::start(client);
+async fn serve_webhook(
+    serve: ServeArgs,
+    lookups: Arc<crate::webhook::lookup::ReflectorLookups>,
+    registry: Arc<Registry>,
+) -> Result<()> {
     let state = crate::webhook::WebhookState::with_lookups(lookups).with_operator_metrics(registry);
     crate::webhook::serve(&serve, state, shutdown_signal()).await
 }
@@ -355,17 +420,6 @@ async fn counted_client(metrics: &Metrics) -> Result<Client> {
         .build())
 }
 
-fn jobs_of(client: &Client, op: Operation) -> (Api<Job>, watcher::Config) {
-    let selector = format!(
-        "{LABEL_MANAGED_BY}={MANAGER},{LABEL_OPERATION}={}",
-        op.as_str()
-    );
-    (
-        Api::all(client.clone()),
-        watcher::Config::default().labels(&selector),
-    )
-}
-
 async fn log_result<T, E: std::fmt::Display>(
     kind: &'static str,
     result: std::result::Result<T, E>,
@@ -380,101 +434,258 @@ async fn log_result<T, E: std::fmt::Display>(
 /// which costs far more memory and not less time than working through them in batches.
 const CONCURRENCY: u16 = 16;
 
+/// Objects a watch may hand on to a controller before the watch waits for it.
+const TRIGGER_BUFFER: usize = 1024;
+
 fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
 }
 
-/// Runs the five controllers until shutdown.
-pub async fn run_controllers(client: Client, settings: Settings, metrics: Metrics) -> Result<()> {
-    let (jobs, backup_jobs) = jobs_of(&client, Operation::Backup);
-    let backups = Controller::new(
-        Api::<Backup>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(jobs, backup_jobs)
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown_signal());
-    let (jobs, check_jobs) = jobs_of(&client, Operation::Check);
-    let checks = Controller::new(
-        Api::<Check>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(jobs, check_jobs)
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown_signal());
-    let (jobs, prune_jobs) = jobs_of(&client, Operation::Prune);
-    let prunes = Controller::new(
-        Api::<Prune>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(jobs, prune_jobs)
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown_signal());
-    let (jobs, restore_jobs) = jobs_of(&client, Operation::Restore);
-    let restores = Controller::new(
-        Api::<Restore>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(jobs, restore_jobs)
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown_signal());
+/// The last-applied annotation of `kubectl apply` repeats the whole object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no reconciler reads and what often outweighs the rest of an object: the
+/// managed fields and the last-applied copy.
+pub fn strip_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// A Job as the run reconciler reads it: names, owners, labels and status. The pod template
+/// (env, volumes, security context) is most of a Job and is never read back.
+pub fn strip_job(job: &mut Job) {
+    strip_meta(&mut job.metadata);
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = PodTemplateSpec::default();
+        spec.selector = None;
+    }
+}
+
+type Trigger<K> = futures::channel::mpsc::Receiver<std::result::Result<K, watcher::Error>>;
+type Route<K> = (
+    fn(&K) -> bool,
+    futures::channel::mpsc::Sender<std::result::Result<K, watcher::Error>>,
+);
+
+/// One watch of `K` that fills one cache and hands every changed or deleted object to the
+/// controllers whose route accepts it. Each kind is watched once, however many controllers
+/// react to it, and its objects are kept once, stripped by `strip`.
+struct Feed<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    writer: kube::runtime::reflector::store::Writer<K>,
+    routes: Vec<Route<K>>,
+}
+
+impl<K> Feed<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    fn new() -> Self {
+        let (store, writer) = kube::runtime::reflector::store();
+        Feed {
+            store,
+            writer,
+            routes: Vec::new(),
+        }
+    }
+
+    /// A trigger stream of the objects `accept` takes.
+    fn route(&mut self, accept: fn(&K) -> bool) -> Trigger<K> {
+        let (sender, receiver) = futures::channel::mpsc::channel(TRIGGER_BUFFER);
+        self.routes.push((accept, sender));
+        receiver
+    }
+
+    /// Watches until shutdown, with the watcher's backoff after errors.
+    async fn run(self, api: Api<K>, config: watcher::Config, strip: fn(&mut K)) {
+        use futures::SinkExt;
+        use kube::runtime::WatchStreamExt;
+        let mut routes = self.routes;
+        let stream = watcher(api, config)
+            .default_backoff()
+            .modify(strip)
+            .reflect(self.writer)
+            .touched_objects();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let object = match item {
+                Ok(object) => object,
+                Err(error) => {
+                    warn!(kind = %K::kind(&()), %error, "watch failed; retrying");
+                    continue;
+                }
+            };
+            for (accept, sender) in &mut routes {
+                // A controller that stopped (shutdown) no longer takes triggers.
+                if accept(&object) && sender.send(Ok(object.clone())).await.is_err() {
+                    debug!(kind = %K::kind(&()), "a controller stopped taking triggers");
+                }
+            }
+        }
+    }
+}
+
+fn everything<K>(_: &K) -> bool {
+    true
+}
+
+fn owned_by<K: kube::Resource<DynamicType = ()>>(job: &Job) -> bool {
+    let kind = K::kind(&());
+    job.owner_references().iter().any(|o| o.kind == kind)
+}
+
+fn created_by_schedule<K: kube::Resource>(run: &K) -> bool {
+    run.meta()
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(crate::job::LABEL_SCHEDULE))
+}
+
+/// Runs the five controllers until shutdown. Each kind is watched once: Jobs feed the four run
+/// controllers (by owner kind), runs feed their own controller and the Schedule controller.
+pub async fn run_controllers(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    cluster: Option<Arc<crate::webhook::lookup::ReflectorLookups>>,
+) -> Result<()> {
+    let mut jobs = Feed::<Job>::new();
+    let backup_jobs = jobs.route(owned_by::<Backup>);
+    let check_jobs = jobs.route(owned_by::<Check>);
+    let prune_jobs = jobs.route(owned_by::<Prune>);
+    let restore_jobs = jobs.route(owned_by::<Restore>);
+    let mut backups = Feed::<Backup>::new();
+    let backup_runs = backups.route(everything);
+    let scheduled_backups = backups.route(created_by_schedule);
+    let mut checks = Feed::<Check>::new();
+    let check_runs = checks.route(everything);
+    let scheduled_checks = checks.route(created_by_schedule);
+    let mut prunes = Feed::<Prune>::new();
+    let prune_runs = prunes.route(everything);
+    let scheduled_prunes = prunes.route(created_by_schedule);
+    let mut restores = Feed::<Restore>::new();
+    let restore_runs = restores.route(everything);
+    let mut schedules = Feed::<Schedule>::new();
+    let schedule_triggers = schedules.route(everything);
+
     let stores = Stores {
-        backups: backups.store(),
-        checks: checks.store(),
-        prunes: prunes.store(),
-        restores: restores.store(),
+        backups: backups.store.clone(),
+        checks: checks.store.clone(),
+        prunes: prunes.store.clone(),
+        restores: restores.store.clone(),
+        jobs: jobs.store.clone(),
         ready: Arc::default(),
+        cluster,
     };
     tokio::spawn(stores.clone().watch_readiness());
-    let runs_of_schedules = watcher::Config::default().labels(crate::job::LABEL_SCHEDULE);
-    let schedules = Controller::new(
-        Api::<Schedule>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Backup>::all(client.clone()),
-        runs_of_schedules.clone(),
-    )
-    .owns(Api::<Check>::all(client.clone()), runs_of_schedules.clone())
-    .owns(Api::<Prune>::all(client.clone()), runs_of_schedules)
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown_signal());
+
+    let backup_controller = Controller::for_stream(backup_runs, backups.store.clone())
+        .owns_stream(backup_jobs)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown_signal());
+    let check_controller = Controller::for_stream(check_runs, checks.store.clone())
+        .owns_stream(check_jobs)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown_signal());
+    let prune_controller = Controller::for_stream(prune_runs, prunes.store.clone())
+        .owns_stream(prune_jobs)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown_signal());
+    let restore_controller = Controller::for_stream(restore_runs, restores.store.clone())
+        .owns_stream(restore_jobs)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown_signal());
+    let schedule_controller = Controller::for_stream(schedule_triggers, schedules.store.clone())
+        .owns_stream(scheduled_backups)
+        .owns_stream(scheduled_checks)
+        .owns_stream(scheduled_prunes)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown_signal());
+
+    let (job_api, job_config) = (
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")),
+    );
+    let all = watcher::Config::default;
+    let feeds = futures::future::join_all([
+        jobs.run(job_api, job_config, strip_job).boxed(),
+        backups
+            .run(Api::all(client.clone()), all(), |b: &mut Backup| {
+                strip_meta(&mut b.metadata)
+            })
+            .boxed(),
+        checks
+            .run(Api::all(client.clone()), all(), |c: &mut Check| {
+                strip_meta(&mut c.metadata)
+            })
+            .boxed(),
+        prunes
+            .run(Api::all(client.clone()), all(), |p: &mut Prune| {
+                strip_meta(&mut p.metadata)
+            })
+            .boxed(),
+        restores
+            .run(Api::all(client.clone()), all(), |r: &mut Restore| {
+                strip_meta(&mut r.metadata)
+            })
+            .boxed(),
+        schedules
+            .run(Api::all(client.clone()), all(), |s: &mut Schedule| {
+                strip_meta(&mut s.metadata)
+            })
+            .boxed(),
+    ]);
 
     let context = Arc::new(Context::new(client, settings, metrics, stores));
     info!("reconciling Schedules, Backups, Checks, Prunes and Restores");
-    tokio::join!(
-        schedules
-            .run(schedule::reconcile, schedule::error_policy, context.clone())
-            .for_each(|result| log_result("Schedule", result)),
-        backups
-            .run(
-                run::reconcile::<Backup>,
-                run::error_policy::<Backup>,
-                context.clone()
-            )
-            .for_each(|result| log_result("Backup", result)),
-        checks
-            .run(
-                run::reconcile::<Check>,
-                run::error_policy::<Check>,
-                context.clone()
-            )
-            .for_each(|result| log_result("Check", result)),
-        prunes
-            .run(
-                run::reconcile::<Prune>,
-                run::error_policy::<Prune>,
-                context.clone()
-            )
-            .for_each(|result| log_result("Prune", result)),
-        restores
-            .run(
-                run::reconcile::<Restore>,
-                run::error_policy::<Restore>,
-                context.clone()
-            )
-            .for_each(|result| log_result("Restore", result)),
-    );
+    let controllers = async {
+        tokio::join!(
+            schedule_controller
+                .run(schedule::reconcile, schedule::error_policy, context.clone())
+                .for_each(|result| log_result("Schedule", result)),
+            backup_controller
+                .run(
+                    run::reconcile::<Backup>,
+                    run::error_policy::<Backup>,
+                    context.clone()
+                )
+                .for_each(|result| log_result("Backup", result)),
+            check_controller
+                .run(
+                    run::reconcile::<Check>,
+                    run::error_policy::<Check>,
+                    context.clone()
+                )
+                .for_each(|result| log_result("Check", result)),
+            prune_controller
+                .run(
+                    run::reconcile::<Prune>,
+                    run::error_policy::<Prune>,
+                    context.clone()
+                )
+                .for_each(|result| log_result("Prune", result)),
+            restore_controller
+                .run(
+                    run::reconcile::<Restore>,
+                    run::error_policy::<Restore>,
+                    context.clone()
+                )
+                .for_each(|result| log_result("Restore", result)),
+        );
+    };
+    // The watches never end by themselves; the controllers end at shutdown.
+    tokio::select! {
+        () = controllers => {},
+        _ = feeds => {},
+    }
     info!("controllers stopped");
     Ok(())
 }

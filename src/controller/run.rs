@@ -2,7 +2,7 @@
 //! status. Every run ends in a terminal state: when its Job fails, is deleted, cannot start, or
 //! could never be created.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -145,14 +146,17 @@ pub struct RepoRun {
 }
 
 impl RepoRun {
-    fn from<K: RunKind>(run: &K) -> RepoRun {
+    /// `with_jobs` holds the uids of runs that own a Job: a run holds its repository from the
+    /// moment its first Job exists, before any status says so.
+    fn from<K: RunKind>(run: &K, with_jobs: &HashSet<String>) -> RepoRun {
         let status = run.run_status();
         RepoRun {
             op: K::OP,
             key: format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
             repository: job::repository_url(run.backend()),
             state: status.and_then(|s| s.state),
-            started: status.is_some_and(|s| !s.jobs.is_empty()),
+            started: status.is_some_and(|s| !s.jobs.is_empty())
+                || run.uid().is_some_and(|uid| with_jobs.contains(&uid)),
             created: run.meta().creation_timestamp.as_ref().map(|t| t.0),
         }
     }
@@ -188,37 +192,26 @@ pub fn blocking_run<'a>(me: &RepoRun, others: &'a [RepoRun]) -> Option<&'a RepoR
     }
 }
 
-fn repo_runs(ctx: &Context) -> Vec<RepoRun> {
+/// The runs `me` may have to wait for: a backup or restore only ever waits for a prune, so it
+/// need not look at the thousands of other backups.
+fn repo_runs(ctx: &Context, me: Operation) -> Vec<RepoRun> {
+    fn add<K: RunKind>(runs: &mut Vec<RepoRun>, store: &Store<K>, with_jobs: &HashSet<String>) {
+        runs.extend(
+            store
+                .state()
+                .iter()
+                .map(|r| RepoRun::from(r.as_ref(), with_jobs)),
+        );
+    }
     let stores = &ctx.stores;
+    let with_jobs = stores.runs_with_jobs();
     let mut runs: Vec<RepoRun> = Vec::new();
-    runs.extend(
-        stores
-            .backups
-            .state()
-            .iter()
-            .map(|r| RepoRun::from(r.as_ref())),
-    );
-    runs.extend(
-        stores
-            .checks
-            .state()
-            .iter()
-            .map(|r| RepoRun::from(r.as_ref())),
-    );
-    runs.extend(
-        stores
-            .prunes
-            .state()
-            .iter()
-            .map(|r| RepoRun::from(r.as_ref())),
-    );
-    runs.extend(
-        stores
-            .restores
-            .state()
-            .iter()
-            .map(|r| RepoRun::from(r.as_ref())),
-    );
+    add(&mut runs, &stores.prunes, &with_jobs);
+    if matches!(me, Operation::Check | Operation::Prune) {
+        add(&mut runs, &stores.backups, &with_jobs);
+        add(&mut runs, &stores.checks, &with_jobs);
+        add(&mut runs, &stores.restores, &with_jobs);
+    }
     runs
 }
 
@@ -609,16 +602,29 @@ async fn publish<K: RunKind>(ctx: &Context, run: &K, warning: bool, reason: &str
     }
 }
 
-/// Reports a terminal status: metrics, log, one Event.
+/// Reports a terminal status: metrics, log, and a Warning Event unless the run Succeeded. A
+/// success is in the run's status and in the Schedule's `lastSuccess`; an Event for it would
+/// be one more API write per run for news nobody needs to act on.
 async fn report_end<K: RunKind>(ctx: &Context, run: &K, status: &RunStatus) {
     let state = status.state.map(state_name).unwrap_or("Failed");
     ctx.metrics.finished(K::OP.kind(), state);
     let message = status.message.clone().unwrap_or_default();
     info!(kind = K::OP.kind(), namespace = ?run.namespace(), name = %run.name_any(), state, %message, "run ended");
-    publish(ctx, run, state != "Succeeded", state, &message).await;
+    if state != "Succeeded" {
+        publish(ctx, run, true, state, &message).await;
+    }
 }
 
+/// Plans from the webhook's caches when they are filled, else from lists.
 async fn plan_backup(ctx: &Context, namespace: &str) -> Result<BackupPlan> {
+    let cached = ctx
+        .stores
+        .cluster
+        .as_ref()
+        .and_then(|cluster| cluster.namespace_objects(namespace));
+    if let Some((pvcs, pods)) = cached {
+        return Ok(job::plan_backup(&pvcs, &pods));
+    }
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
         .list(&ListParams::default())
         .await?;
@@ -669,10 +675,21 @@ async fn build_jobs<K: RunKind>(
     if let Some(restore) = any.downcast_ref::<Restore>() {
         let node = match &restore.spec.restore_method.pvc {
             Some(target) => {
-                let pods = Api::<Pod>::namespaced(ctx.client.clone(), &meta.namespace)
-                    .list(&ListParams::default())
-                    .await?;
-                job::node_using_claim(&target.claim_name, &pods.items)
+                let cached = ctx
+                    .stores
+                    .cluster
+                    .as_ref()
+                    .and_then(|cluster| cluster.namespace_objects(&meta.namespace));
+                let pods = match cached {
+                    Some((_, pods)) => pods,
+                    None => {
+                        Api::<Pod>::namespaced(ctx.client.clone(), &meta.namespace)
+                            .list(&ListParams::default())
+                            .await?
+                            .items
+                    }
+                };
+                job::node_using_claim(&target.claim_name, &pods)
             }
             None => None,
         };
@@ -705,14 +722,62 @@ fn tick_of<K: RunKind>(run: &K) -> Option<jiff::Timestamp> {
     run.annotations().get(ANNOTATION_TICK)?.parse().ok()
 }
 
+/// The status of a run whose Jobs exist although no status names them yet: the Running status
+/// is written late (see [`reconcile`]), so the Jobs in the cache are the truth.
+fn started_from_jobs(
+    previous: &RunStatus,
+    jobs: &[Job],
+    generation: Option<i64>,
+) -> Option<RunStatus> {
+    if !previous.jobs.is_empty() || jobs.is_empty() {
+        return None;
+    }
+    let started = jobs
+        .iter()
+        .filter_map(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .min()
+        .unwrap_or_else(super::now_seconds);
+    let mut status = previous.clone();
+    status.jobs = jobs.iter().map(|j| j.name_any()).collect();
+    status.started_at = Some(Time(started));
+    Some(with_state(
+        status,
+        RunState::Running,
+        "JobRunning",
+        "",
+        generation,
+        started,
+    ))
+}
+
+/// Whether the outcome of these Jobs needs their pods: a Job that ended (its report is the
+/// pod's termination message) or one old enough to be stuck on a pod that cannot start.
+fn needs_pods(jobs: &[Job], now: jiff::Timestamp, stuck_after: jiff::SignedDuration) -> bool {
+    jobs.iter().any(|j| {
+        job_condition(j, "Complete").is_some()
+            || job_condition(j, "Failed").is_some()
+            || j.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|t| now.duration_since(t.0) > stuck_after)
+    })
+}
+
 /// Reconciles one run.
+///
+/// API writes of a run that ends well: its Job(s), and one status write when it ends. The
+/// `Running` status (with `startedAt` and `jobs`) is written only once the run has been going
+/// for [`RUNNING_RECHECK`] and one of its Jobs has a pod, or at once when planning left
+/// problems to report: until then the Jobs in the cache say that the run started, for this
+/// reconciler and for repository exclusivity.
 pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled(K::OP.kind());
-    let previous = ctx
+    let written = ctx
         .recent_runs
         .freshest(&run.uid().unwrap_or_default(), run.run_status())
         .unwrap_or_default();
-    if previous.state.is_some_and(RunState::is_terminal) {
+    if written.state.is_some_and(RunState::is_terminal) {
+        ctx.unwritten_starts.forget(&run.uid().unwrap_or_default());
         debug!(name = %run.name_any(), "run already ended");
         return Ok(Action::await_change());
     }
@@ -720,24 +785,23 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &meta.namespace);
     let generation = run.meta().generation;
     let now = super::now_seconds();
-
-    // A Job's own events trigger the next reconcile before the cache has seen the status
-    // write that recorded it; planning again from that stale status would create a second,
-    // differently placed Job of the same run. So a run without Jobs is read afresh.
-    let (run, previous) = if previous.jobs.is_empty() {
-        let fresh = api.get_status(&meta.name).await?;
-        let status = fresh.run_status().cloned().unwrap_or_default();
-        if status.state.is_some_and(RunState::is_terminal) {
-            return Ok(Action::await_change());
-        }
-        (Arc::new(fresh), status)
+    let cached_jobs = ctx.stores.jobs_of_run(&meta.namespace, &meta.uid);
+    let previous = if written.jobs.is_empty() {
+        ctx.unwritten_starts
+            .get(&meta.uid)
+            .or_else(|| {
+                cached_jobs
+                    .as_deref()
+                    .and_then(|jobs| started_from_jobs(&written, jobs, generation))
+            })
+            .unwrap_or_else(|| written.clone())
     } else {
-        (run, previous)
+        written.clone()
     };
 
     if previous.jobs.is_empty() {
-        let me = RepoRun::from(run.as_ref());
-        let others = repo_runs(&ctx);
+        let me = RepoRun::from(run.as_ref(), &HashSet::new());
+        let others = repo_runs(&ctx, K::OP);
         if let Some(blocker) = blocking_run(&me, &others) {
             let message = format!(
                 "waiting for {} {} on the same repository",
@@ -752,7 +816,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 generation,
                 now,
             );
-            if apply_status(&ctx, &api, run.as_ref(), &previous, &status).await? {
+            if apply_status(&ctx, &api, run.as_ref(), &written, &status).await? {
                 info!(kind = K::OP.kind(), name = %meta.name, %message, "run waits");
             }
             return Ok(Action::requeue(WAITING_RECHECK));
@@ -768,7 +832,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                     generation,
                     now,
                 );
-                apply_status(&ctx, &api, run.as_ref(), &previous, &status).await?;
+                apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
                 report_end(&ctx, run.as_ref(), &status).await;
                 return Ok(Action::await_change());
             }
@@ -785,7 +849,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                     created = true;
                     info!(kind = K::OP.kind(), run = %meta.name, job = %name, "created Job");
                 }
-                // Created by an earlier reconcile whose status write did not land.
+                // Created by an earlier reconcile that the Job cache did not show yet.
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
                 Err(error) => return Err(error.into()),
             }
@@ -800,28 +864,46 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         status.errors = problems;
         status.started_at = Some(Time(now));
         let status = with_state(status, RunState::Running, "JobRunning", "", generation, now);
-        apply_status(&ctx, &api, run.as_ref(), &previous, &status).await?;
+        // Problems of planning exist nowhere else: they must be in the status now. Without
+        // them, or without a Job cache to find the Jobs in, the status waits.
+        if !status.errors.is_empty() || !ctx.stores.is_ready() {
+            apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+        } else {
+            ctx.unwritten_starts.wrote(&meta.uid, status);
+        }
         return Ok(Action::requeue(RUNNING_RECHECK));
     }
 
-    let selector = format!(
-        "{LABEL_RUN}={},{LABEL_OPERATION}={}",
-        job::label_value(&meta.name),
-        K::OP.as_str()
-    );
-    let params = ListParams::default().labels(&selector);
-    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
-        .list(&params)
-        .await?
-        .items;
-    let jobs: Vec<Job> = jobs
-        .into_iter()
-        .filter(|j| j.owner_references().iter().any(|o| o.uid == meta.uid))
-        .collect();
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &meta.namespace)
-        .list(&params)
-        .await?
-        .items;
+    let jobs = match cached_jobs {
+        Some(jobs) => jobs,
+        None => {
+            let selector = format!(
+                "{LABEL_RUN}={},{LABEL_OPERATION}={}",
+                job::label_value(&meta.name),
+                K::OP.as_str()
+            );
+            Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+                .into_iter()
+                .filter(|j| j.owner_references().iter().any(|o| o.uid == meta.uid))
+                .collect()
+        }
+    };
+    let pods = if needs_pods(&jobs, now, ctx.settings.stuck_after) {
+        let selector = format!(
+            "{LABEL_RUN}={},{LABEL_OPERATION}={}",
+            job::label_value(&meta.name),
+            K::OP.as_str()
+        );
+        Api::<Pod>::namespaced(ctx.client.clone(), &meta.namespace)
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+    } else {
+        Vec::new()
+    };
     let status = status_from_jobs(
         &previous,
         &jobs,
@@ -830,24 +912,53 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         now,
         ctx.settings.stuck_after,
     );
-    apply_status(&ctx, &api, run.as_ref(), &previous, &status).await?;
-    if status.state.is_some_and(RunState::is_terminal) {
-        report_end(&ctx, run.as_ref(), &status).await;
-        // A Job that cannot start would otherwise linger until its deadline.
-        for job in jobs.iter().filter(|j| {
-            job_condition(j, "Complete").is_none() && job_condition(j, "Failed").is_none()
-        }) {
-            let name = job.name_any();
-            if let Err(error) = Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
-                .delete(&name, &DeleteParams::background())
-                .await
-            {
-                warn!(%error, job = %name, "deleting a stuck Job failed");
+    if !status.state.is_some_and(RunState::is_terminal) {
+        // Until a pod of the run has been going for a while, "Running" is not worth a write:
+        // most runs end first, and a Job without pods (quota, admission) shows nothing.
+        let has_pod = jobs
+            .iter()
+            .any(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0);
+        if written.jobs.is_empty() && !has_pod {
+            return Ok(Action::requeue(RUNNING_RECHECK));
+        }
+        if written.jobs.is_empty() {
+            let running_for = status
+                .started_at
+                .as_ref()
+                .map(|t| now.duration_since(t.0))
+                .unwrap_or_default();
+            let wait = jiff::SignedDuration::try_from(RUNNING_RECHECK)
+                .unwrap_or_default()
+                .checked_sub(running_for)
+                .unwrap_or_default();
+            if wait.is_positive() {
+                return Ok(Action::requeue(
+                    Duration::try_from(wait).unwrap_or(RUNNING_RECHECK),
+                ));
             }
         }
-        return Ok(Action::await_change());
+        apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+        ctx.unwritten_starts.forget(&meta.uid);
+        return Ok(Action::requeue(RUNNING_RECHECK));
     }
-    Ok(Action::requeue(RUNNING_RECHECK))
+    apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+    ctx.unwritten_starts.forget(&meta.uid);
+    report_end(&ctx, run.as_ref(), &status).await;
+    // A Job that cannot start would otherwise linger until its deadline.
+    for job in jobs.iter().filter(|j| {
+        j.metadata.deletion_timestamp.is_none()
+            && job_condition(j, "Complete").is_none()
+            && job_condition(j, "Failed").is_none()
+    }) {
+        let name = job.name_any();
+        if let Err(error) = Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
+            .delete(&name, &DeleteParams::background())
+            .await
+        {
+            warn!(%error, job = %name, "deleting a stuck Job failed");
+        }
+    }
+    Ok(Action::await_change())
 }
 
 /// Retry policy of the run controllers.

@@ -108,6 +108,8 @@ pub struct OwnedRun {
     pub state: Option<RunState>,
     /// When it ended.
     pub finished: Option<jiff::Timestamp>,
+    /// The cron tick it was created for.
+    pub tick: Option<jiff::Timestamp>,
 }
 
 impl OwnedRun {
@@ -182,8 +184,56 @@ fn owned<'a, K: RunKind>(runs: impl Iterator<Item = &'a K>, uid: &str) -> Vec<Ow
                 .run_status()
                 .and_then(|s| s.finished_at.as_ref())
                 .map(|t| t.0),
+            tick: r
+                .annotations()
+                .get(ANNOTATION_TICK)
+                .and_then(|t| t.parse().ok()),
         })
         .collect()
+}
+
+/// Moves `lastRun` and `lastRunName` to the newest run created for a tick, when the status
+/// does not show it yet: the run object itself records that its tick was handled, so the
+/// status need not be written at the tick.
+pub fn catch_up_last_run(status: &mut OperationStatus, runs: &[OwnedRun]) {
+    let newest = runs
+        .iter()
+        .filter_map(|r| Some((r.tick?, r)))
+        .max_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+    if let Some((tick, run)) = newest
+        && status.last_run.as_ref().is_none_or(|last| last.0 < tick)
+    {
+        status.last_run = Some(Time(tick));
+        status.last_run_name = Some(run.name.clone());
+    }
+}
+
+/// Whether `status` tells the user more than `previous` beyond the bookkeeping of ticks
+/// (`lastRun`, `lastRunName`, `nextRun`). Those change at every tick, and are written with the
+/// next change that matters (the run's outcome) instead of in a write of their own.
+pub fn changed_beyond_ticks(previous: &ScheduleStatus, status: &ScheduleStatus) -> bool {
+    fn without_ticks(status: &ScheduleStatus) -> ScheduleStatus {
+        let mut status = status.clone();
+        for op in [&mut status.backup, &mut status.check, &mut status.prune] {
+            if let Some(op) = op.as_mut() {
+                op.last_run = None;
+                op.last_run_name = None;
+                op.next_run = None;
+            }
+        }
+        status
+    }
+    let presence = |s: &ScheduleStatus| {
+        [
+            s.backup.is_some(),
+            s.check.is_some(),
+            s.prune.is_some(),
+            s.backup.as_ref().is_some_and(|o| o.next_run.is_some()),
+            s.check.as_ref().is_some_and(|o| o.next_run.is_some()),
+            s.prune.as_ref().is_some_and(|o| o.next_run.is_some()),
+        ]
+    };
+    without_ticks(previous) != without_ticks(status) || presence(previous) != presence(status)
 }
 
 /// The last outcome of an operation from its runs: state of the newest finished run, and
@@ -354,6 +404,8 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
     };
     let mut problems = Vec::new();
     let mut wake: Option<jiff::Timestamp> = None;
+    let mut skipped = false;
+    let mut ended_unrecorded = false;
 
     for spec in operations(&schedule) {
         let op = spec.op;
@@ -368,16 +420,16 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
         let mut op_status = operation_status(&mut previous_op, op)
             .clone()
             .unwrap_or_default();
-        let decision = decide_tick(
+        // At a tick, "is the previous run still going" must not be answered by a cache that
+        // is still filling after a start: then ask the API server.
+        let tick_now = decide_tick(
             &cron,
             now,
             op_status.last_run.as_ref().map(|t| t.0),
             created,
             ctx.settings.catch_up,
         );
-        // At a tick, "is the previous run still going" must not be answered by a cache that
-        // is still filling after a start: then ask the API server.
-        let runs = if decision.due.is_some() && !suspended && !ctx.stores.is_ready() {
+        let runs = if tick_now.due.is_some() && !suspended && !ctx.stores.is_ready() {
             listed_runs(&ctx, op, &namespace, &name, &uid).await?
         } else {
             match op {
@@ -386,6 +438,23 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
                 _ => owned_runs(&ctx.stores.prunes, &namespace, &uid),
             }
         };
+        // A run that ended since the status was written is news even when its state is the
+        // same as the one before (failure after failure): the status then catches up on the
+        // ticks too.
+        let written_last_run = op_status.last_run.as_ref().map(|t| t.0);
+        ended_unrecorded |= runs.iter().any(|r| {
+            r.terminal()
+                && r.tick
+                    .is_some_and(|tick| written_last_run.is_none_or(|last| last < tick))
+        });
+        catch_up_last_run(&mut op_status, &runs);
+        let decision = decide_tick(
+            &cron,
+            now,
+            op_status.last_run.as_ref().map(|t| t.0),
+            created,
+            ctx.settings.catch_up,
+        );
         if let (Some(tick), false) = (decision.due, suspended) {
             let run = run_name(&name, op, tick);
             match runs.iter().find(|r| !r.terminal() && r.name != run) {
@@ -399,6 +468,8 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
                     );
                     info!(schedule = %name, %namespace, %note, "tick skipped");
                     publish(&ctx, &schedule, &format!("{}Skipped", op.kind()), &note).await;
+                    // No run records this tick: only the status can.
+                    skipped = true;
                 }
                 None => {
                     if create_run(&ctx, &schedule, op, &run, tick).await? {
@@ -459,7 +530,7 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
         generation,
         super::now_seconds(),
     )];
-    if previous != status {
+    if skipped || ended_unrecorded || changed_beyond_ticks(&previous, &status) {
         let patch = serde_json::json!({
             "apiVersion": Schedule::api_version(&()),
             "kind": Schedule::kind(&()),
@@ -474,7 +545,7 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
             .await?;
         ctx.recent_schedules.wrote(&uid, status);
     } else {
-        debug!(schedule = %name, %namespace, "status unchanged");
+        debug!(schedule = %name, %namespace, "status unchanged but for the ticks");
     }
     if !problems.is_empty() {
         warn!(schedule = %name, %namespace, problems = %problems.join("; "), "invalid schedule");

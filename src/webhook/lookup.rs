@@ -183,6 +183,36 @@ impl ReflectorLookups {
         })
     }
 
+    /// The cached claims and pods of a namespace, for planning backups without API calls;
+    /// `None` until the caches are filled. Pods carry only volumes, node, phase, labels,
+    /// container names and the backup-command annotations.
+    pub fn namespace_objects(
+        &self,
+        namespace: &str,
+    ) -> Option<(Vec<PersistentVolumeClaim>, Vec<Pod>)> {
+        if !self.ready() {
+            return None;
+        }
+        let mine = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            meta.namespace.as_deref() == Some(namespace)
+        };
+        let pvcs = self
+            .pvcs
+            .state()
+            .iter()
+            .filter(|pvc| mine(&pvc.metadata))
+            .map(|pvc| pvc.as_ref().clone())
+            .collect();
+        let pods = self
+            .pods
+            .state()
+            .iter()
+            .filter(|pod| mine(&pod.metadata))
+            .map(|pod| pod.as_ref().clone())
+            .collect();
+        Some((pvcs, pods))
+    }
+
     fn pods_using(&self, namespace: &str, claim: &str) -> Vec<String> {
         let mut names: Vec<String> = self
             .pods
@@ -245,11 +275,23 @@ fn strip_secret(secret: &mut Secret) {
     secret.string_data = None;
 }
 
+/// Keeps what admission and backup planning read: volumes, node, phase, labels, container
+/// names and the backup-command annotations.
 fn strip_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
+    if let Some(annotations) = pod.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| {
+            key == crate::crd::ANNOTATION_BACKUP_COMMAND
+                || key == crate::crd::ANNOTATION_BACKUP_COMMAND_CONTAINER
+        });
+    }
     if let Some(spec) = pod.spec.as_mut() {
-        spec.containers.clear();
+        for container in &mut spec.containers {
+            *container = k8s_openapi::api::core::v1::Container {
+                name: std::mem::take(&mut container.name),
+                ..Default::default()
+            };
+        }
         spec.init_containers = None;
         spec.ephemeral_containers = None;
     }

@@ -481,16 +481,6 @@ mod mocked {
     async fn new_backup_creates_its_job_and_reports_running() {
         let (ctx, mut handle) = context();
         let server = tokio::spawn(async move {
-            // the cached status may be stale: the run is read afresh before planning
-            let (method, uri, _, send) = next(&mut handle).await;
-            assert_eq!(
-                (method, uri.split('?').next().unwrap_or_default()),
-                (
-                    http::Method::GET,
-                    "/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups/nightly-backup-202601010100/status"
-                )
-            );
-            respond(send, &serde_json::to_value(backup(None)).expect("json"));
             let (method, uri, _, send) = next(&mut handle).await;
             assert_eq!(
                 (method, uri.split('?').next().unwrap_or_default()),
@@ -557,52 +547,7 @@ mod mocked {
     }
 
     #[tokio::test]
-    async fn stale_cached_backup_whose_jobs_exist_plans_no_second_job() {
-        let (ctx, mut handle) = context();
-        let server = tokio::spawn(async move {
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(
-                uri.ends_with("/backups/nightly-backup-202601010100/status"),
-                "{uri}"
-            );
-            let recorded = serde_json::to_value(running(&["nightly-backup-202601010100-backup"]))
-                .expect("json");
-            respond(
-                send,
-                &serde_json::to_value(backup(Some(recorded))).expect("json"),
-            );
-            // straight to watching the recorded Job: no PVC or pod listing, no POST of a Job
-            let (method, uri, _, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::GET);
-            assert!(
-                uri.starts_with("/apis/batch/v1/namespaces/team/jobs?"),
-                "{uri}"
-            );
-            respond(send, &list("Job", json!([])));
-            let (method, uri, _, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::GET);
-            assert!(uri.starts_with("/api/v1/namespaces/team/pods?"), "{uri}");
-            respond(send, &list("Pod", json!([])));
-            // the Job is gone: the run fails with that reason
-            let (method, uri, patch, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::PATCH);
-            assert!(
-                uri.contains("/backups/nightly-backup-202601010100/status"),
-                "{uri}"
-            );
-            assert_eq!(
-                patch["status"]["jobs"],
-                json!(["nightly-backup-202601010100-backup"])
-            );
-            respond(send, &patch);
-        });
-        // the cached copy has no status yet
-        let _ = reconcile(Arc::new(backup(None)), ctx).await;
-        server.await.expect("mock server");
-    }
-
-    #[tokio::test]
-    async fn finished_job_turns_into_succeeded_status_and_an_event() {
+    async fn finished_job_turns_into_succeeded_status_without_an_event() {
         let (ctx, mut handle) = context();
         let previous =
             serde_json::to_value(running(&["nightly-backup-202601010100-backup"])).expect("json");
@@ -646,14 +591,220 @@ mod mocked {
             let mut answer = serde_json::to_value(backup(None)).expect("json");
             answer["status"] = patch["status"].clone();
             respond(send, &answer);
+            assert!(
+                handle.next_request().await.is_none(),
+                "a success is no Event: nothing after the status"
+            );
+        });
+        let action = reconcile(Arc::new(backup(Some(previous))), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("mock server");
+    }
+
+    /// Stores whose caches are filled, holding `jobs`.
+    fn filled_stores(jobs: Vec<Job>) -> Stores {
+        let (store, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        for job in jobs {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(job));
+        }
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        // The writer goes out of scope; the store keeps what it holds.
+        Stores {
+            jobs: store,
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ..Stores::empty()
+        }
+    }
+
+    fn context_with(stores: Stores) -> (Arc<Context>, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let ctx = Context::new(client, Settings::default(), Metrics::default(), stores);
+        (Arc::new(ctx), handle)
+    }
+
+    fn cached_job(name: &str, created: jiff::Timestamp, active: i32) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "team", "creationTimestamp": created.to_string(),
+                         "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup", "name": "x", "uid": "bk-uid", "controller": true}]},
+            "status": {"active": active},
+        }))
+        .expect("test job")
+    }
+
+    #[tokio::test]
+    async fn new_backup_with_filled_caches_defers_the_status_and_still_fails_when_its_job_vanishes()
+    {
+        let (ctx, mut handle) = context_with(filled_stores(Vec::new()));
+        let server = tokio::spawn(async move {
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(
+                uri.starts_with("/api/v1/namespaces/team/persistentvolumeclaims"),
+                "{uri}"
+            );
+            respond(
+                send,
+                &list(
+                    "PersistentVolumeClaim",
+                    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
+                ),
+            );
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
+            respond(send, &list("Pod", json!([])));
+            for _ in 0..3 {
+                let (_, _, body, send) = next(&mut handle).await;
+                respond(send, &body);
+            }
+            let (method, uri, job, send) = next(&mut handle).await;
+            assert_eq!(
+                (method, uri.split('?').next().unwrap_or_default()),
+                (http::Method::POST, "/apis/batch/v1/namespaces/team/jobs")
+            );
+            respond(send, &job);
+            // The next request comes from the second reconcile: no Running status came
+            // between, and the Job that vanished from the cache fails the run.
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Failed", "{patch}");
+            assert_eq!(
+                patch["status"]["jobs"],
+                json!(["nightly-backup-202601010100-backup"])
+            );
+            let mut answer = serde_json::to_value(backup(None)).expect("json");
+            answer["status"] = patch["status"].clone();
+            respond(send, &answer);
+            let (method, _, event, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::POST);
+            assert_eq!(event["type"], "Warning");
+            respond(send, &event);
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx.clone())
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(RUNNING_RECHECK));
+        // The Job is deleted before any status named it (the cache never showed it here).
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("second reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn cached_job_without_status_is_neither_created_again_nor_written_early() {
+        let created = crate::controller::now_seconds();
+        let stores = filled_stores(vec![cached_job(
+            "nightly-backup-202601010100-backup",
+            created,
+            1,
+        )]);
+        let (ctx, mut handle) = context_with(stores);
+        let server = tokio::spawn(async move {
+            assert!(
+                handle.next_request().await.is_none(),
+                "no API call while the young Job runs"
+            );
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        assert!(
+            action != Action::await_change() && action != Action::requeue(Duration::ZERO),
+            "{action:?}"
+        );
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn job_running_past_the_recheck_gets_its_running_status_written() {
+        let created = crate::controller::now_seconds() - jiff::SignedDuration::from_secs(40);
+        let stores = filled_stores(vec![cached_job(
+            "nightly-backup-202601010100-backup",
+            created,
+            1,
+        )]);
+        let (ctx, mut handle) = context_with(stores);
+        let server = tokio::spawn(async move {
+            let (method, uri, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert!(
+                uri.contains("/backups/nightly-backup-202601010100/status"),
+                "{uri}"
+            );
+            assert_eq!(patch["status"]["state"], "Running");
+            assert_eq!(
+                patch["status"]["jobs"],
+                json!(["nightly-backup-202601010100-backup"])
+            );
+            assert_eq!(patch["status"]["startedAt"], json!(created.to_string()));
+            let mut answer = serde_json::to_value(backup(None)).expect("json");
+            answer["status"] = patch["status"].clone();
+            respond(send, &answer);
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(RUNNING_RECHECK));
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn old_job_without_pods_is_not_written_as_running() {
+        let created = crate::controller::now_seconds() - jiff::SignedDuration::from_secs(40);
+        let stores = filled_stores(vec![cached_job(
+            "nightly-backup-202601010100-backup",
+            created,
+            0,
+        )]);
+        let (ctx, mut handle) = context_with(stores);
+        let server = tokio::spawn(async move {
+            assert!(
+                handle.next_request().await.is_none(),
+                "no write while no pod runs"
+            );
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(RUNNING_RECHECK));
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn job_deleted_while_running_fails_the_run_with_a_warning_from_the_cache() {
+        let previous =
+            serde_json::to_value(running(&["nightly-backup-202601010100-backup"])).expect("json");
+        let (ctx, mut handle) = context_with(filled_stores(Vec::new()));
+        let server = tokio::spawn(async move {
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(
+                method,
+                http::Method::PATCH,
+                "no list: the Job cache answers"
+            );
+            assert_eq!(patch["status"]["state"], "Failed");
+            assert!(
+                patch["status"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("was deleted before it finished"),
+                "{patch}"
+            );
+            let mut answer = serde_json::to_value(backup(None)).expect("json");
+            answer["status"] = patch["status"].clone();
+            respond(send, &answer);
             let (method, uri, event, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::POST);
             assert!(
                 uri.starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
                 "{uri}"
             );
-            assert_eq!(event["reason"], "Succeeded");
-            assert_eq!(event["type"], "Normal");
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["reason"], "Failed");
             respond(send, &event);
         });
         let action = reconcile(Arc::new(backup(Some(previous))), ctx)

@@ -85,6 +85,92 @@ fn tick_before_the_schedule_existed_does_not_run() {
     assert_eq!(decision.due, Some(at("2026-01-01T11:00:00Z")));
 }
 
+fn owned_run(name: &str, tick: &str, state: Option<RunState>) -> OwnedRun {
+    OwnedRun {
+        name: name.into(),
+        created: Some(at(tick)),
+        state,
+        finished: None,
+        tick: Some(at(tick)),
+    }
+}
+
+#[test]
+fn last_run_catches_up_with_the_newest_run_object() {
+    let mut status = OperationStatus {
+        last_run: Some(Time(at("2026-01-01T00:01:00Z"))),
+        last_run_name: Some("s-backup-202601010001".into()),
+        ..OperationStatus::default()
+    };
+    let runs = [
+        owned_run(
+            "s-backup-202601010001",
+            "2026-01-01T00:01:00Z",
+            Some(RunState::Failed),
+        ),
+        owned_run("s-backup-202601010002", "2026-01-01T00:02:00Z", None),
+    ];
+    catch_up_last_run(&mut status, &runs);
+    assert_eq!(status.last_run, Some(Time(at("2026-01-01T00:02:00Z"))));
+    assert_eq!(
+        status.last_run_name.as_deref(),
+        Some("s-backup-202601010002")
+    );
+    // The tick of the newest run is handled: it is not due again.
+    let decision = decide_tick(
+        &cron("* * * * *"),
+        at("2026-01-01T00:02:05Z"),
+        status.last_run.as_ref().map(|t| t.0),
+        None,
+        HOUR,
+    );
+    assert_eq!(decision.due, None);
+}
+
+#[test]
+fn new_tick_alone_is_no_reason_to_write_the_status() {
+    let op = |tick: &str, next: &str, state: &str| OperationStatus {
+        last_run: Some(Time(at(tick))),
+        last_run_name: Some(format!("s-{tick}")),
+        next_run: Some(Time(at(next))),
+        last_state: Some(state.into()),
+        ..OperationStatus::default()
+    };
+    let previous = ScheduleStatus {
+        backup: Some(op(
+            "2026-01-01T00:01:00Z",
+            "2026-01-01T00:02:00Z",
+            "Succeeded",
+        )),
+        ..ScheduleStatus::default()
+    };
+    let ticked = ScheduleStatus {
+        backup: Some(op(
+            "2026-01-01T00:02:00Z",
+            "2026-01-01T00:03:00Z",
+            "Succeeded",
+        )),
+        ..ScheduleStatus::default()
+    };
+    assert!(!changed_beyond_ticks(&previous, &ticked));
+    let failed = ScheduleStatus {
+        backup: Some(op("2026-01-01T00:02:00Z", "2026-01-01T00:03:00Z", "Failed")),
+        ..ScheduleStatus::default()
+    };
+    assert!(changed_beyond_ticks(&previous, &failed));
+    let suspended = ScheduleStatus {
+        backup: Some(OperationStatus {
+            next_run: None,
+            ..op("2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z", "Succeeded")
+        }),
+        ..ScheduleStatus::default()
+    };
+    assert!(
+        changed_beyond_ticks(&previous, &suspended),
+        "nextRun going away is news"
+    );
+}
+
 #[test]
 fn last_outcome_takes_newest_finished_and_newest_success() {
     let run = |name: &str, minute: i64, state: Option<RunState>| OwnedRun {
@@ -92,6 +178,7 @@ fn last_outcome_takes_newest_finished_and_newest_success() {
         created: Some(jiff::Timestamp::from_second(minute * 60).expect("ts")),
         state,
         finished: Some(jiff::Timestamp::from_second(minute * 60 + 30).expect("ts")),
+        tick: Some(jiff::Timestamp::from_second(minute * 60).expect("ts")),
     };
     let runs = [
         run("a", 1, Some(RunState::Succeeded)),
@@ -385,5 +472,69 @@ async fn tick_while_previous_backup_runs_is_skipped_with_an_event() {
         respond(send, 200, &with_status(&patch));
     });
     reconcile(Arc::new(sched), ctx).await.expect("reconcile");
+    server.await.expect("mock server");
+}
+
+#[tokio::test]
+async fn tick_with_filled_caches_creates_the_run_without_a_status_write() {
+    let now = jiff::Timestamp::now();
+    let previous_tick = jiff::Timestamp::from_second(now.as_second() - now.as_second() % 60 - 60)
+        .expect("previous minute");
+    let finished = previous_tick + jiff::SignedDuration::from_secs(20);
+    let previous_run: Backup = serde_json::from_value(json!({
+        "apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
+        "metadata": {"name": run_name("nightly", Operation::Backup, previous_tick), "namespace": "team",
+                     "uid": "run-uid", "creationTimestamp": previous_tick.to_string(),
+                     "annotations": {"backup.appuio.ch/tick": previous_tick.to_string()},
+                     "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Schedule", "name": "nightly", "uid": "sched-uid", "controller": true}]},
+        "spec": {"backend": backend()},
+        "status": {"state": "Succeeded", "finishedAt": finished.to_string()},
+    }))
+    .expect("test backup");
+    let (backups, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(previous_run));
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    let stores = Stores {
+        backups,
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        ..Stores::empty()
+    };
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        kube::Client::new(service, "default"),
+        Settings::default(),
+        crate::controller::Metrics::default(),
+        stores,
+    );
+    // The status written when the previous run ended.
+    let mut sched = schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *"}}));
+    sched.status = serde_json::from_value(json!({
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled", "message": "",
+                        "observedGeneration": 1, "lastTransitionTime": "2020-01-01T00:00:00Z"}],
+        "backup": {"lastRun": previous_tick.to_string(),
+                   "lastRunName": run_name("nightly", Operation::Backup, previous_tick),
+                   "lastState": "Succeeded", "lastSuccess": finished.to_string(),
+                   "nextRun": (previous_tick + jiff::SignedDuration::from_secs(60)).to_string()},
+    }))
+    .expect("test status");
+    let server = tokio::spawn(async move {
+        let (request, send) = handle.next_request().await.expect("create request");
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups"
+        );
+        let backup = body_json(request).await;
+        respond(send, 201, &backup);
+        assert!(
+            handle.next_request().await.is_none(),
+            "the tick alone writes no Schedule status"
+        );
+    });
+    reconcile(Arc::new(sched), Arc::new(ctx))
+        .await
+        .expect("reconcile");
     server.await.expect("mock server");
 }
