@@ -602,17 +602,16 @@ async fn publish<K: RunKind>(ctx: &Context, run: &K, warning: bool, reason: &str
     }
 }
 
-/// Reports a terminal status: metrics, log, and a Warning Event unless the run Succeeded. A
-/// success is in the run's status and in the Schedule's `lastSuccess`; an Event for it would
-/// be one more API write per run for news nobody needs to act on.
+/// Reports a terminal status: metrics, log, and one Event (Normal for a success, Warning
+/// otherwise). The contract reports every state change as an Event, and `kubectl describe`
+/// and event-based alerting rely on seeing the end of each run, so the success Event is
+/// worth its one write.
 async fn report_end<K: RunKind>(ctx: &Context, run: &K, status: &RunStatus) {
     let state = status.state.map(state_name).unwrap_or("Failed");
     ctx.metrics.finished(K::OP.kind(), state);
     let message = status.message.clone().unwrap_or_default();
     info!(kind = K::OP.kind(), namespace = ?run.namespace(), name = %run.name_any(), state, %message, "run ended");
-    if state != "Succeeded" {
-        publish(ctx, run, true, state, &message).await;
-    }
+    publish(ctx, run, state != "Succeeded", state, &message).await;
 }
 
 /// Plans from the webhook's caches when they are filled, else from lists.

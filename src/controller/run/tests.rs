@@ -547,7 +547,7 @@ mod mocked {
     }
 
     #[tokio::test]
-    async fn finished_job_turns_into_succeeded_status_without_an_event() {
+    async fn finished_job_turns_into_succeeded_status_and_an_event() {
         let (ctx, mut handle) = context();
         let previous =
             serde_json::to_value(running(&["nightly-backup-202601010100-backup"])).expect("json");
@@ -591,10 +591,15 @@ mod mocked {
             let mut answer = serde_json::to_value(backup(None)).expect("json");
             answer["status"] = patch["status"].clone();
             respond(send, &answer);
+            let (method, uri, event, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::POST);
             assert!(
-                handle.next_request().await.is_none(),
-                "a success is no Event: nothing after the status"
+                uri.starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
+                "{uri}"
             );
+            assert_eq!(event["reason"], "Succeeded");
+            assert_eq!(event["type"], "Normal");
+            respond(send, &event);
         });
         let action = reconcile(Arc::new(backup(Some(previous))), ctx)
             .await
