@@ -58,57 +58,25 @@ pub trait RunKind:
     fn prom_url(&self) -> Option<&str>;
 }
 
-impl RunKind for Backup {
-    const OP: Operation = Operation::Backup;
-    fn backend(&self) -> &Backend {
-        &self.spec.backend
-    }
-    fn run_status(&self) -> Option<&RunStatus> {
-        self.status.as_ref()
-    }
-    fn prom_url(&self) -> Option<&str> {
-        self.spec.prom_url.as_deref()
-    }
+/// The four run kinds share their spec and status layout, so one body serves them all.
+macro_rules! impl_run_kind {
+    ($($kind:ident => $op:ident),+ $(,)?) => {$(
+        impl RunKind for $kind {
+            const OP: Operation = Operation::$op;
+            fn backend(&self) -> &Backend {
+                &self.spec.backend
+            }
+            fn run_status(&self) -> Option<&RunStatus> {
+                self.status.as_ref()
+            }
+            fn prom_url(&self) -> Option<&str> {
+                self.spec.prom_url.as_deref()
+            }
+        }
+    )+};
 }
 
-impl RunKind for Check {
-    const OP: Operation = Operation::Check;
-    fn backend(&self) -> &Backend {
-        &self.spec.backend
-    }
-    fn run_status(&self) -> Option<&RunStatus> {
-        self.status.as_ref()
-    }
-    fn prom_url(&self) -> Option<&str> {
-        self.spec.prom_url.as_deref()
-    }
-}
-
-impl RunKind for Prune {
-    const OP: Operation = Operation::Prune;
-    fn backend(&self) -> &Backend {
-        &self.spec.backend
-    }
-    fn run_status(&self) -> Option<&RunStatus> {
-        self.status.as_ref()
-    }
-    fn prom_url(&self) -> Option<&str> {
-        self.spec.prom_url.as_deref()
-    }
-}
-
-impl RunKind for Restore {
-    const OP: Operation = Operation::Restore;
-    fn backend(&self) -> &Backend {
-        &self.spec.backend
-    }
-    fn run_status(&self) -> Option<&RunStatus> {
-        self.status.as_ref()
-    }
-    fn prom_url(&self) -> Option<&str> {
-        self.spec.prom_url.as_deref()
-    }
-}
+impl_run_kind!(Backup => Backup, Check => Check, Prune => Prune, Restore => Restore);
 
 /// The identity of a run object for names, labels and owner references.
 pub fn run_meta<K: RunKind>(run: &K) -> Result<RunMeta> {
