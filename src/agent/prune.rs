@@ -18,23 +18,16 @@ use crate::{Error, Result};
 /// would then refuse (and an empty policy must never mean "delete everything").
 pub fn retention_args(retention: &Retention) -> Result<Vec<String>> {
     let mut args = Vec::new();
-    let rules = [
-        ("--keep-last", retention.keep_last),
-        ("--keep-hourly", retention.keep_hourly),
-        ("--keep-daily", retention.keep_daily),
-        ("--keep-weekly", retention.keep_weekly),
-        ("--keep-monthly", retention.keep_monthly),
-        ("--keep-yearly", retention.keep_yearly),
-    ];
-    for (flag, value) in rules {
-        match value {
+    for rule in retention.rules() {
+        match rule.value {
             Some(n) if n < 0 => {
                 return Err(Error::InvalidSpec(format!(
-                    "retention: {flag} must not be negative, got {n}"
+                    "retention: {} must not be negative, got {n}",
+                    rule.flag
                 )));
             }
             Some(n) if n > 0 => {
-                args.push(flag.to_string());
+                args.push(rule.flag.to_string());
                 args.push(n.to_string());
             }
             _ => {}

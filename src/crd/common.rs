@@ -74,6 +74,42 @@ pub struct Retention {
     pub keep_tags: Option<Vec<String>>,
 }
 
+/// One numeric keep rule of a [`Retention`]: its field name in the CRD, its restic flag and
+/// its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepRule {
+    /// Field name as users write it (`keepLast`).
+    pub field: &'static str,
+    /// The `restic forget` flag (`--keep-last`).
+    pub flag: &'static str,
+    /// The value, if set.
+    pub value: Option<i64>,
+}
+
+impl Retention {
+    /// The six numeric keep rules, in restic's order. The webhook checks them and the agent
+    /// turns them into flags from this one list, so the two cannot disagree on a rule.
+    pub fn rules(&self) -> [KeepRule; 6] {
+        let rule = |field, flag, value| KeepRule { field, flag, value };
+        [
+            rule("keepLast", "--keep-last", self.keep_last),
+            rule("keepHourly", "--keep-hourly", self.keep_hourly),
+            rule("keepDaily", "--keep-daily", self.keep_daily),
+            rule("keepWeekly", "--keep-weekly", self.keep_weekly),
+            rule("keepMonthly", "--keep-monthly", self.keep_monthly),
+            rule("keepYearly", "--keep-yearly", self.keep_yearly),
+        ]
+    }
+
+    /// Whether the retention keeps any snapshot: a rule greater than 0 or a non-empty
+    /// `keepTags`. restic refuses a policy that keeps nothing, and it must never mean
+    /// "delete everything".
+    pub fn keeps_something(&self) -> bool {
+        self.rules().iter().any(|r| r.value.is_some_and(|n| n > 0))
+            || self.keep_tags.as_ref().is_some_and(|t| !t.is_empty())
+    }
+}
+
 /// Where a Restore writes the snapshot: exactly one of `s3` or `pvc`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

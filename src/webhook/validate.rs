@@ -185,19 +185,10 @@ impl<'a> Checker<'a> {
         let Some(retention) = retention.filter(|r| **r != Retention::default()) else {
             return;
         };
-        let rules = [
-            ("keepLast", retention.keep_last),
-            ("keepHourly", retention.keep_hourly),
-            ("keepDaily", retention.keep_daily),
-            ("keepWeekly", retention.keep_weekly),
-            ("keepMonthly", retention.keep_monthly),
-            ("keepYearly", retention.keep_yearly),
-        ];
-        for (field, value) in rules {
-            self.non_negative(&format!("{path}.{field}"), value);
+        for rule in retention.rules() {
+            self.non_negative(&format!("{path}.{}", rule.field), rule.value);
         }
-        let keeps_something = rules.iter().any(|(_, v)| v.is_some_and(|n| n > 0))
-            || retention.keep_tags.as_ref().is_some_and(|t| !t.is_empty());
+        let keeps_something = retention.keeps_something();
         if !keeps_something {
             self.deny(
                 path,
