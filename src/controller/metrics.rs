@@ -24,7 +24,7 @@ pub struct Metrics {
     pub last_successful_backup: Family<Labels, Gauge>,
     /// Seconds from a cron tick to the creation of the run's first Job.
     pub tick_to_job_seconds: Histogram,
-    /// Requests sent to the Kubernetes API, by HTTP method.
+    /// Requests sent to the Kubernetes API, by HTTP method and resource.
     pub api_requests: Family<Labels, Counter>,
 }
 
@@ -74,7 +74,7 @@ impl Metrics {
         );
         registry.register(
             "kube_api_requests",
-            "Requests the operator sent to the Kubernetes API, by HTTP method",
+            "Requests the operator sent to the Kubernetes API, by HTTP method and resource",
             metrics.api_requests.clone(),
         );
         metrics
@@ -158,14 +158,64 @@ where
             ("GET", Some(q)) if q.contains("watch=true") => "WATCH".to_string(),
             (method, _) => method.to_string(),
         };
-        self.counter.get_or_create(&vec![("method", verb)]).inc();
+        let resource = resource_of(request.uri().path());
+        self.counter
+            .get_or_create(&vec![("method", verb), ("resource", resource)])
+            .inc();
         self.inner.call(request)
+    }
+}
+
+/// The resource a Kubernetes API path is about, with its subresource (`jobs`,
+/// `backups/status`), so that API load can be told apart by what it writes. The set of
+/// values is bounded by the resources the operator uses, never by object names.
+pub fn resource_of(path: &str) -> String {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => return "other".to_string(),
+    };
+    let rest = match rest {
+        ["namespaces", _namespace, inner @ ..] if !inner.is_empty() => inner,
+        other => other,
+    };
+    match rest {
+        [] => "other".to_string(),
+        [resource] | [resource, _] => (*resource).to_string(),
+        [resource, _, subresource, ..] => format!("{resource}/{subresource}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_paths_name_their_resource_not_their_object() {
+        let cases = [
+            ("/api/v1/namespaces/ns/pods", "pods"),
+            ("/api/v1/namespaces/ns/pods/db-0", "pods"),
+            ("/api/v1/namespaces/ns/pods/db-0/exec", "pods/exec"),
+            ("/apis/batch/v1/jobs", "jobs"),
+            ("/apis/batch/v1/namespaces/ns/jobs", "jobs"),
+            (
+                "/apis/backup.appuio.ch/v1alpha1/namespaces/ns/backups/b-1/status",
+                "backups/status",
+            ),
+            ("/apis/events.k8s.io/v1/namespaces/ns/events", "events"),
+            ("/api/v1/namespaces", "namespaces"),
+            ("/api/v1/namespaces/ns", "namespaces"),
+            (
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases/baas",
+                "leases",
+            ),
+            ("/version", "other"),
+        ];
+        for (path, resource) in cases {
+            assert_eq!(resource_of(path), resource, "{path}");
+        }
+    }
 
     #[test]
     fn registered_metrics_appear_in_the_text_exposition() {
