@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -71,8 +71,8 @@ pub struct Stores {
     pub prunes: Store<Prune>,
     /// Every Restore.
     pub restores: Store<Restore>,
-    /// Every Job the operator made, without their pod templates.
-    pub jobs: Store<Job>,
+    /// Every Job the operator made, without their specs.
+    pub jobs: Store<JobState>,
     /// Set once the Backup, Check, Prune and Job caches hold the cluster's state; until then
     /// the reconcilers ask the API server instead.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
@@ -106,7 +106,7 @@ impl Stores {
             .iter()
             .filter(|job| job.metadata.namespace.as_deref() == Some(namespace))
             .filter(|job| job.owner_references().iter().any(|o| o.uid == uid))
-            .map(|job| job.as_ref().clone())
+            .map(|job| job.to_job())
             .collect();
         jobs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         Some(jobs)
@@ -209,8 +209,8 @@ impl<S: Clone + PartialEq> Recent<S> {
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// Publishes Events.
-    pub recorder: Recorder,
+    /// Who the operator's Events say they come from.
+    pub reporter: Reporter,
     /// Operator-wide settings.
     pub settings: Settings,
     /// Metrics.
@@ -238,7 +238,7 @@ impl Context {
             instance: std::env::var("BAAS_POD_NAME").ok(),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             settings,
             metrics,
@@ -247,6 +247,23 @@ impl Context {
             unwritten_starts: Recent::default(),
             recent_schedules: Recent::default(),
             rbac_done: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl Context {
+    /// Publishes one Event about `regarding`, logging a failure: an Event is worth a try,
+    /// never a failed reconcile.
+    ///
+    /// Each Event gets its own [`Recorder`]. A shared one keeps every Event it sent for six
+    /// minutes, to turn repeats into a series, but the operator never repeats one: its
+    /// Events are about runs that end once, and object references that carry a new
+    /// resourceVersion each time. At a tick of thousands of Schedules that cache held
+    /// thousands of Events and was scanned on every publish, for nothing.
+    pub async fn publish(&self, event: &kube::runtime::events::Event, regarding: &ObjectReference) {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(error) = recorder.publish(event, regarding).await {
+            warn!(%error, reason = %event.reason, "publishing an Event failed");
         }
     }
 }
@@ -453,14 +470,69 @@ pub fn strip_meta(meta: &mut ObjectMeta) {
     }
 }
 
-/// A Job as the run reconciler reads it: names, owners, labels and status. The pod template
-/// (env, volumes, security context) is most of a Job and is never read back.
-pub fn strip_job(job: &mut Job) {
-    strip_meta(&mut job.metadata);
-    if let Some(spec) = job.spec.as_mut() {
-        spec.template = PodTemplateSpec::default();
-        spec.selector = None;
+/// A Job as the run reconcilers read it: metadata and status. The spec, pod template included,
+/// is most of a Job and is never read back; leaving it out of the type keeps it out of the
+/// cache, where a `Job` takes close to 3 kB before any of its strings.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct JobState {
+    /// The Job's metadata.
+    pub metadata: ObjectMeta,
+    /// The Job's status, once the job controller wrote one.
+    #[serde(default)]
+    pub status: Option<JobStatus>,
+}
+
+impl JobState {
+    /// The Job, without its spec.
+    pub fn to_job(&self) -> Job {
+        Job {
+            metadata: self.metadata.clone(),
+            spec: None,
+            status: self.status.clone(),
+        }
     }
+}
+
+impl From<Job> for JobState {
+    fn from(job: Job) -> Self {
+        JobState {
+            metadata: job.metadata,
+            status: job.status,
+        }
+    }
+}
+
+impl kube::Resource for JobState {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        <Job as kube::Resource>::kind(&())
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        <Job as kube::Resource>::group(&())
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        <Job as kube::Resource>::version(&())
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        <Job as kube::Resource>::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A run as the caches keep it. A finished run is only read for its state and times (the
+/// Schedule's history and last outcome; its own reconcile stops at the state), so its spec
+/// and the details of its status are dropped: finished runs are most of the cache, up to
+/// `keepJobs` of them per Schedule and operation.
+pub fn strip_run<K: run::RunKind>(run: &mut K) {
+    strip_meta(run.meta_mut());
+    run.forget_if_finished();
 }
 
 type Trigger<K> = futures::channel::mpsc::Receiver<std::result::Result<K, watcher::Error>>;
@@ -537,7 +609,7 @@ fn everything<K>(_: &K) -> bool {
     true
 }
 
-fn owned_by<K: kube::Resource<DynamicType = ()>>(job: &Job) -> bool {
+fn owned_by<K: kube::Resource<DynamicType = ()>>(job: &JobState) -> bool {
     let kind = K::kind(&());
     job.owner_references().iter().any(|o| o.kind == kind)
 }
@@ -557,7 +629,7 @@ pub async fn run_controllers(
     metrics: Metrics,
     cluster: Option<Arc<crate::webhook::lookup::ReflectorLookups>>,
 ) -> Result<()> {
-    let mut jobs = Feed::<Job>::new();
+    let mut jobs = Feed::<JobState>::new();
     let backup_jobs = jobs.route(owned_by::<Backup>);
     let check_jobs = jobs.route(owned_by::<Check>);
     let prune_jobs = jobs.route(owned_by::<Prune>);
@@ -611,31 +683,26 @@ pub async fn run_controllers(
         .graceful_shutdown_on(shutdown_signal());
 
     let (job_api, job_config) = (
-        Api::<Job>::all(client.clone()),
+        Api::<JobState>::all(client.clone()),
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")),
     );
     let all = watcher::Config::default;
     let feeds = futures::future::join_all([
-        jobs.run(job_api, job_config, strip_job).boxed(),
+        jobs.run(job_api, job_config, |j: &mut JobState| {
+            strip_meta(&mut j.metadata)
+        })
+        .boxed(),
         backups
-            .run(Api::all(client.clone()), all(), |b: &mut Backup| {
-                strip_meta(&mut b.metadata)
-            })
+            .run(Api::all(client.clone()), all(), strip_run::<Backup>)
             .boxed(),
         checks
-            .run(Api::all(client.clone()), all(), |c: &mut Check| {
-                strip_meta(&mut c.metadata)
-            })
+            .run(Api::all(client.clone()), all(), strip_run::<Check>)
             .boxed(),
         prunes
-            .run(Api::all(client.clone()), all(), |p: &mut Prune| {
-                strip_meta(&mut p.metadata)
-            })
+            .run(Api::all(client.clone()), all(), strip_run::<Prune>)
             .boxed(),
         restores
-            .run(Api::all(client.clone()), all(), |r: &mut Restore| {
-                strip_meta(&mut r.metadata)
-            })
+            .run(Api::all(client.clone()), all(), strip_run::<Restore>)
             .boxed(),
         schedules
             .run(Api::all(client.clone()), all(), |s: &mut Schedule| {
@@ -710,6 +777,80 @@ mod tests {
             Some(3),
             "entry dropped once seen"
         );
+    }
+
+    fn backup_in_state(state: &str) -> Backup {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "backup.appuio.ch/v1alpha1",
+            "kind": "Backup",
+            "metadata": {
+                "name": "nightly-backup-202611260300", "namespace": "team", "uid": "bk-uid",
+                "creationTimestamp": "2026-11-26T03:00:00Z",
+                "labels": {"backup.appuio.ch/schedule": "nightly"},
+                "annotations": {"backup.appuio.ch/tick": "2026-11-26T03:00:00Z", LAST_APPLIED: "{}"},
+                "managedFields": [{"manager": "baas"}],
+                "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Schedule",
+                                     "name": "nightly", "uid": "sched-uid", "controller": true}]
+            },
+            "spec": {"backend": {"s3": {"endpoint": "http://127.0.0.1:9900", "bucket": "team",
+                                        "accessKeyIDSecretRef": {"name": "s3", "key": "id"},
+                                        "secretAccessKeySecretRef": {"name": "s3", "key": "secret"}}},
+                     "promURL": "http://127.0.0.1:19091"},
+            "status": {"state": state, "startedAt": "2026-11-26T03:00:01Z",
+                       "finishedAt": "2026-11-26T03:00:09Z", "snapshotID": "0123abcd",
+                       "jobs": ["nightly-backup-202611260300-backup"], "message": "done",
+                       "summary": {"filesNew": 3}, "errors": ["x: permission denied"]}
+        }))
+        .expect("test backup")
+    }
+
+    #[test]
+    fn finished_runs_are_cached_as_their_outline() {
+        let mut finished = backup_in_state("Succeeded");
+        strip_run(&mut finished);
+        let status = finished.status.as_ref().expect("status");
+        assert_eq!(status.state, Some(crate::crd::RunState::Succeeded));
+        assert!(status.started_at.is_some() && status.finished_at.is_some());
+        assert!(status.jobs.is_empty() && status.summary.is_none() && status.errors.is_empty());
+        assert!(status.message.is_none() && status.snapshot_id.is_none());
+        assert_eq!(finished.spec, Default::default());
+        // What the Schedule reads of its runs stays.
+        assert_eq!(finished.owner_references()[0].uid, "sched-uid");
+        assert!(finished.annotations().contains_key("backup.appuio.ch/tick"));
+        assert!(finished.labels().contains_key("backup.appuio.ch/schedule"));
+        // What nobody reads goes.
+        assert!(!finished.annotations().contains_key(LAST_APPLIED));
+        assert!(finished.metadata.managed_fields.is_none());
+    }
+
+    #[test]
+    fn running_runs_are_cached_whole() {
+        let mut running = backup_in_state("Running");
+        strip_run(&mut running);
+        let status = running.status.as_ref().expect("status");
+        assert_eq!(status.jobs, ["nightly-backup-202611260300-backup"]);
+        assert_eq!(running.spec.backend.s3.bucket, "team");
+    }
+
+    #[test]
+    fn cached_jobs_keep_metadata_and_status_but_not_the_spec() {
+        let job: JobState = serde_json::from_value(serde_json::json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "j", "namespace": "team"},
+            "spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "baas"}]}}},
+            "status": {"active": 1}
+        }))
+        .expect("job");
+        assert_eq!(job.status.as_ref().and_then(|s| s.active), Some(1));
+        let back = job.to_job();
+        assert!(back.spec.is_none());
+        assert_eq!(back.metadata.name.as_deref(), Some("j"));
+        assert_eq!(
+            <JobState as kube::Resource>::url_path(&(), Some("team")),
+            <Job as kube::Resource>::url_path(&(), Some("team")),
+        );
+        assert_eq!(<JobState as kube::Resource>::api_version(&()), "batch/v1");
     }
 
     #[test]

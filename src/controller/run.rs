@@ -56,6 +56,8 @@ pub trait RunKind:
     fn run_status(&self) -> Option<&RunStatus>;
     /// The Pushgateway URL.
     fn prom_url(&self) -> Option<&str>;
+    /// Drops the spec and all of the status but state and times, once the run has finished.
+    fn forget_if_finished(&mut self);
 }
 
 /// The four run kinds share their spec and status layout, so one body serves them all.
@@ -71,6 +73,12 @@ macro_rules! impl_run_kind {
             }
             fn prom_url(&self) -> Option<&str> {
                 self.spec.prom_url.as_deref()
+            }
+            fn forget_if_finished(&mut self) {
+                if let Some(status) = self.status.as_mut().filter(|s| s.is_finished()) {
+                    *status = status.outline();
+                    self.spec = Default::default();
+                }
             }
         }
     )+};
@@ -548,7 +556,13 @@ pub async fn apply_status<K: RunKind>(
     )
     .await?;
     if let Some(uid) = run.uid() {
-        ctx.recent_runs.wrote(&uid, status.clone());
+        // Compared with the cache later, which keeps only the outline of a finished run.
+        let remembered = if status.is_finished() {
+            status.outline()
+        } else {
+            status.clone()
+        };
+        ctx.recent_runs.wrote(&uid, remembered);
     }
     Ok(true)
 }
@@ -565,9 +579,7 @@ async fn publish<K: RunKind>(ctx: &Context, run: &K, warning: bool, reason: &str
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
-        warn!(%error, "publishing an Event failed");
-    }
+    ctx.publish(&event, &run.object_ref(&())).await;
 }
 
 /// Reports a terminal status: metrics, log, and one Event (Normal for a success, Warning

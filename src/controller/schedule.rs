@@ -568,13 +568,7 @@ async fn publish(ctx: &Context, schedule: &Schedule, reason: &str, note: &str) {
         action: "Schedule".into(),
         secondary: None,
     };
-    if let Err(error) = ctx
-        .recorder
-        .publish(&event, &schedule.object_ref(&()))
-        .await
-    {
-        warn!(%error, "publishing an Event failed");
-    }
+    ctx.publish(&event, &schedule.object_ref(&())).await;
 }
 
 /// Retry policy of the Schedule controller.

@@ -261,6 +261,25 @@ pub struct RunStatus {
     pub message: Option<String>,
 }
 
+impl RunStatus {
+    /// Whether the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.state.is_some_and(RunState::is_terminal)
+    }
+
+    /// The part of a finished run's status that the reconciler reads again: its state and
+    /// times (history, last outcome), not the report a user reads with kubectl.
+    pub fn outline(&self) -> RunStatus {
+        RunStatus {
+            observed_generation: self.observed_generation,
+            state: self.state,
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            ..RunStatus::default()
+        }
+    }
+}
+
 /// One snapshot written by a run.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

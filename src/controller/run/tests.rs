@@ -613,7 +613,7 @@ mod mocked {
         let (store, mut writer) = kube::runtime::reflector::store();
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
         for job in jobs {
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(job));
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(job.into()));
         }
         writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
         // The writer goes out of scope; the store keeps what it holds.
