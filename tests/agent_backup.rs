@@ -166,9 +166,14 @@ fn streamed_backup_command_of_400_mb_keeps_the_agent_small() {
     );
     assert_eq!(outcome.report.summary.total_bytes, Some(400 << 20));
     assert!(outcome.peak_rss_kib > 0, "VmHWM was sampled");
+    assert!(outcome.peak_anon_kib > 0, "RssAnon was sampled");
+    // The heap and stacks are what would grow with a dump held in memory. The whole RSS of a
+    // test build also counts tens of MB of its own mapped, unoptimised binary, which says
+    // nothing about streaming (a release agent's whole peak is measured by bench-agent).
     assert!(
-        outcome.peak_rss_kib < 32 * 1024,
-        "agent peak RSS {} KiB",
+        outcome.peak_anon_kib < 16 * 1024,
+        "agent peak heap and stacks {} KiB (peak RSS {} KiB)",
+        outcome.peak_anon_kib,
         outcome.peak_rss_kib
     );
     let id = &outcome.report.snapshots[0].id;

@@ -251,6 +251,9 @@ pub struct Outcome {
     pub stderr: String,
     /// Peak resident memory of the agent process in KiB (VmHWM, sampled until it exits).
     pub peak_rss_kib: u64,
+    /// Peak of its heap and stacks in KiB (RssAnon, sampled every 20 ms): the part that would
+    /// grow with the data, without the pages of the mapped binary.
+    pub peak_anon_kib: u64,
 }
 
 /// A configured `baas agent` invocation.
@@ -373,13 +376,16 @@ impl Agent {
             let _ = std::io::Read::read_to_string(&mut { stderr }, &mut text);
             text
         });
-        let mut peak = 0;
+        let (mut peak, mut peak_anon) = (0, 0);
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait for the agent") {
                 break status;
             }
-            if let Some(hwm) = vm_hwm_kib(pid) {
+            if let Some(hwm) = status_kib(pid, "VmHWM:") {
                 peak = peak.max(hwm);
+            }
+            if let Some(anon) = status_kib(pid, "RssAnon:") {
+                peak_anon = peak_anon.max(anon);
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -392,15 +398,17 @@ impl Agent {
             report,
             stderr,
             peak_rss_kib: peak,
+            peak_anon_kib: peak_anon,
         }
     }
 }
 
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
+/// A `kB` figure of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
