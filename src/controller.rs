@@ -621,6 +621,22 @@ fn created_by_schedule<K: kube::Resource>(run: &K) -> bool {
         .is_some_and(|l| l.contains_key(crate::job::LABEL_SCHEDULE))
 }
 
+/// The controller of one run kind until shutdown: woken by its runs and by the Jobs they own.
+async fn run_controller<K: run::RunKind>(
+    runs: Trigger<K>,
+    store: Store<K>,
+    jobs: Trigger<JobState>,
+    context: &Arc<Context>,
+) {
+    Controller::for_stream(runs, store)
+        .owns_stream(jobs)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown_signal())
+        .run(run::reconcile::<K>, run::error_policy::<K>, context.clone())
+        .for_each(|result| log_result(K::OP.kind(), result))
+        .await
+}
+
 /// Runs the five controllers until shutdown. Each kind is watched once: Jobs feed the four run
 /// controllers (by owner kind), runs feed their own controller and the Schedule controller.
 pub async fn run_controllers(
@@ -659,22 +675,6 @@ pub async fn run_controllers(
     };
     tokio::spawn(stores.clone().watch_readiness());
 
-    let backup_controller = Controller::for_stream(backup_runs, backups.store.clone())
-        .owns_stream(backup_jobs)
-        .with_config(controller_config())
-        .graceful_shutdown_on(shutdown_signal());
-    let check_controller = Controller::for_stream(check_runs, checks.store.clone())
-        .owns_stream(check_jobs)
-        .with_config(controller_config())
-        .graceful_shutdown_on(shutdown_signal());
-    let prune_controller = Controller::for_stream(prune_runs, prunes.store.clone())
-        .owns_stream(prune_jobs)
-        .with_config(controller_config())
-        .graceful_shutdown_on(shutdown_signal());
-    let restore_controller = Controller::for_stream(restore_runs, restores.store.clone())
-        .owns_stream(restore_jobs)
-        .with_config(controller_config())
-        .graceful_shutdown_on(shutdown_signal());
     let schedule_controller = Controller::for_stream(schedule_triggers, schedules.store.clone())
         .owns_stream(scheduled_backups)
         .owns_stream(scheduled_checks)
@@ -711,41 +711,22 @@ pub async fn run_controllers(
             .boxed(),
     ]);
 
-    let context = Arc::new(Context::new(client, settings, metrics, stores));
+    let context = Arc::new(Context::new(client, settings, metrics, stores.clone()));
     info!("reconciling Schedules, Backups, Checks, Prunes and Restores");
     let controllers = async {
         tokio::join!(
             schedule_controller
                 .run(schedule::reconcile, schedule::error_policy, context.clone())
                 .for_each(|result| log_result("Schedule", result)),
-            backup_controller
-                .run(
-                    run::reconcile::<Backup>,
-                    run::error_policy::<Backup>,
-                    context.clone()
-                )
-                .for_each(|result| log_result("Backup", result)),
-            check_controller
-                .run(
-                    run::reconcile::<Check>,
-                    run::error_policy::<Check>,
-                    context.clone()
-                )
-                .for_each(|result| log_result("Check", result)),
-            prune_controller
-                .run(
-                    run::reconcile::<Prune>,
-                    run::error_policy::<Prune>,
-                    context.clone()
-                )
-                .for_each(|result| log_result("Prune", result)),
-            restore_controller
-                .run(
-                    run::reconcile::<Restore>,
-                    run::error_policy::<Restore>,
-                    context.clone()
-                )
-                .for_each(|result| log_result("Restore", result)),
+            run_controller(backup_runs, stores.backups.clone(), backup_jobs, &context),
+            run_controller(check_runs, stores.checks.clone(), check_jobs, &context),
+            run_controller(prune_runs, stores.prunes.clone(), prune_jobs, &context),
+            run_controller(
+                restore_runs,
+                stores.restores.clone(),
+                restore_jobs,
+                &context
+            ),
         );
     };
     // The watches never end by themselves; the controllers end at shutdown.

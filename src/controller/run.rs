@@ -853,29 +853,23 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(RUNNING_RECHECK));
     }
 
+    // Jobs and pods of this run carry the same labels.
+    let selector = format!(
+        "{LABEL_RUN}={},{LABEL_OPERATION}={}",
+        job::label_value(&meta.name),
+        K::OP.as_str()
+    );
     let jobs = match cached_jobs {
         Some(jobs) => jobs,
-        None => {
-            let selector = format!(
-                "{LABEL_RUN}={},{LABEL_OPERATION}={}",
-                job::label_value(&meta.name),
-                K::OP.as_str()
-            );
-            Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
-                .list(&ListParams::default().labels(&selector))
-                .await?
-                .items
-                .into_iter()
-                .filter(|j| j.owner_references().iter().any(|o| o.uid == meta.uid))
-                .collect()
-        }
+        None => Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|j| j.owner_references().iter().any(|o| o.uid == meta.uid))
+            .collect(),
     };
     let pods = if needs_pods(&jobs, now, ctx.settings.stuck_after) {
-        let selector = format!(
-            "{LABEL_RUN}={},{LABEL_OPERATION}={}",
-            job::label_value(&meta.name),
-            K::OP.as_str()
-        );
         Api::<Pod>::namespaced(ctx.client.clone(), &meta.namespace)
             .list(&ListParams::default().labels(&selector))
             .await?

@@ -422,13 +422,16 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
             .unwrap_or_default();
         // At a tick, "is the previous run still going" must not be answered by a cache that
         // is still filling after a start: then ask the API server.
-        let tick_now = decide_tick(
-            &cron,
-            now,
-            op_status.last_run.as_ref().map(|t| t.0),
-            created,
-            ctx.settings.catch_up,
-        );
+        let decide = |status: &OperationStatus| {
+            decide_tick(
+                &cron,
+                now,
+                status.last_run.as_ref().map(|t| t.0),
+                created,
+                ctx.settings.catch_up,
+            )
+        };
+        let tick_now = decide(&op_status);
         let runs = if tick_now.due.is_some() && !suspended && !ctx.stores.is_ready() {
             listed_runs(&ctx, op, &namespace, &name, &uid).await?
         } else {
@@ -448,13 +451,7 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
                     .is_some_and(|tick| written_last_run.is_none_or(|last| last < tick))
         });
         catch_up_last_run(&mut op_status, &runs);
-        let decision = decide_tick(
-            &cron,
-            now,
-            op_status.last_run.as_ref().map(|t| t.0),
-            created,
-            ctx.settings.catch_up,
-        );
+        let decision = decide(&op_status);
         if let (Some(tick), false) = (decision.due, suspended) {
             let run = run_name(&name, op, tick);
             match runs.iter().find(|r| !r.terminal() && r.name != run) {
