@@ -473,6 +473,26 @@ mod mocked {
         );
     }
 
+    /// Answers a status patch with the run carrying that status, as the API server does.
+    fn respond_with_status(send: tower_test::mock::SendResponse<Response<Body>>, patch: &Value) {
+        let mut answer = serde_json::to_value(backup(None)).expect("json");
+        answer["status"] = patch["status"].clone();
+        respond(send, &answer);
+    }
+
+    /// Takes the next request as the creation of an Event of `type_` and `reason`.
+    async fn expect_event(handle: &mut Handle, type_: &str, reason: &str) {
+        let (method, uri, event, send) = next(handle).await;
+        assert_eq!(method, http::Method::POST);
+        assert!(
+            uri.starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
+            "{uri}"
+        );
+        assert_eq!(event["type"], type_);
+        assert_eq!(event["reason"], reason);
+        respond(send, &event);
+    }
+
     fn list(kind: &str, items: Value) -> Value {
         json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
     }
@@ -536,9 +556,7 @@ mod mocked {
                 patch["status"]["jobs"],
                 json!(["nightly-backup-202601010100-backup"])
             );
-            let mut answer = serde_json::to_value(backup(None)).expect("json");
-            answer["status"] = patch["status"].clone();
-            respond(send, &answer);
+            respond_with_status(send, &patch);
         });
         reconcile(Arc::new(backup(None)), ctx)
             .await
@@ -588,18 +606,8 @@ mod mocked {
             assert_eq!(method, http::Method::PATCH);
             assert_eq!(patch["status"]["state"], "Succeeded");
             assert_eq!(patch["status"]["snapshotID"], "abc123");
-            let mut answer = serde_json::to_value(backup(None)).expect("json");
-            answer["status"] = patch["status"].clone();
-            respond(send, &answer);
-            let (method, uri, event, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::POST);
-            assert!(
-                uri.starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
-                "{uri}"
-            );
-            assert_eq!(event["reason"], "Succeeded");
-            assert_eq!(event["type"], "Normal");
-            respond(send, &event);
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "Succeeded").await;
         });
         let action = reconcile(Arc::new(backup(Some(previous))), ctx)
             .await
@@ -679,9 +687,7 @@ mod mocked {
                 patch["status"]["jobs"],
                 json!(["nightly-backup-202601010100-backup"])
             );
-            let mut answer = serde_json::to_value(backup(None)).expect("json");
-            answer["status"] = patch["status"].clone();
-            respond(send, &answer);
+            respond_with_status(send, &patch);
             let (method, _, event, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::POST);
             assert_eq!(event["type"], "Warning");
@@ -746,9 +752,7 @@ mod mocked {
                 json!(["nightly-backup-202601010100-backup"])
             );
             assert_eq!(patch["status"]["startedAt"], json!(created.to_string()));
-            let mut answer = serde_json::to_value(backup(None)).expect("json");
-            answer["status"] = patch["status"].clone();
-            respond(send, &answer);
+            respond_with_status(send, &patch);
         });
         let action = reconcile(Arc::new(backup(None)), ctx)
             .await
@@ -799,18 +803,8 @@ mod mocked {
                     .contains("was deleted before it finished"),
                 "{patch}"
             );
-            let mut answer = serde_json::to_value(backup(None)).expect("json");
-            answer["status"] = patch["status"].clone();
-            respond(send, &answer);
-            let (method, uri, event, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::POST);
-            assert!(
-                uri.starts_with("/apis/events.k8s.io/v1/namespaces/team/events"),
-                "{uri}"
-            );
-            assert_eq!(event["type"], "Warning");
-            assert_eq!(event["reason"], "Failed");
-            respond(send, &event);
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Warning", "Failed").await;
         });
         let action = reconcile(Arc::new(backup(Some(previous))), ctx)
             .await
