@@ -249,9 +249,7 @@ impl Context {
             rbac_done: Mutex::new(HashSet::new()),
         }
     }
-}
 
-impl Context {
     /// Publishes one Event about `regarding`, logging a failure: an Event is worth a try,
     /// never a failed reconcile.
     ///
@@ -472,8 +470,10 @@ pub fn strip_meta(meta: &mut ObjectMeta) {
 
 /// A Job as the run reconcilers read it: metadata and status. The spec, pod template included,
 /// is most of a Job and is never read back; leaving it out of the type keeps it out of the
-/// cache, where a `Job` takes close to 3 kB before any of its strings.
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+/// cache, where a `Job` takes close to 3 kB before any of its strings. It is a `batch/v1` Job
+/// to the API: `kube::Resource` is inherited from `Job`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, kube::Resource)]
+#[resource(inherit = "Job")]
 pub struct JobState {
     /// The Job's metadata.
     pub metadata: ObjectMeta,
@@ -499,30 +499,6 @@ impl From<Job> for JobState {
             metadata: job.metadata,
             status: job.status,
         }
-    }
-}
-
-impl kube::Resource for JobState {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        <Job as kube::Resource>::kind(&())
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        <Job as kube::Resource>::group(&())
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        <Job as kube::Resource>::version(&())
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        <Job as kube::Resource>::plural(&())
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
     }
 }
 

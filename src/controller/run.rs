@@ -556,13 +556,8 @@ pub async fn apply_status<K: RunKind>(
     )
     .await?;
     if let Some(uid) = run.uid() {
-        // Compared with the cache later, which keeps only the outline of a finished run.
-        let remembered = if status.is_finished() {
-            status.outline()
-        } else {
-            status.clone()
-        };
-        ctx.recent_runs.wrote(&uid, remembered);
+        // Compared with the cache later, so in the form the cache keeps.
+        ctx.recent_runs.wrote(&uid, status.as_cached());
     }
     Ok(true)
 }

@@ -278,6 +278,16 @@ impl RunStatus {
             ..RunStatus::default()
         }
     }
+
+    /// The status as the operator's run caches hold it: the outline once the run has
+    /// finished, all of it before.
+    pub fn as_cached(&self) -> RunStatus {
+        if self.is_finished() {
+            self.outline()
+        } else {
+            self.clone()
+        }
+    }
 }
 
 /// One snapshot written by a run.
