@@ -40,6 +40,26 @@ pub const DATA_DIR: &str = "/data";
 pub const RESTORE_DIR: &str = "/restore";
 /// The longest valid DNS label, the limit for Job names and label values.
 pub const MAX_NAME: usize = 63;
+/// Set on a claim by the scheduler when its volume binds on first use (`WaitForFirstConsumer`,
+/// e.g. local-path-provisioner): the node the volume lives on. Such a volume can only ever be
+/// mounted on that node.
+pub const ANNOTATION_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// The capabilities the agent keeps after dropping all: exactly what reading every file of a
+/// volume and restoring files with their owners and modes needs, and all of them in the list
+/// that Pod Security `baseline` admits (it refuses `DAC_READ_SEARCH`, which `DAC_OVERRIDE`
+/// makes redundant: it bypasses read and directory-search checks as well as write checks).
+pub const AGENT_CAPABILITIES: [&str; 4] = [
+    // restore: give files back to their original owner and group.
+    "CHOWN",
+    // backup: read files and enter directories of any owner and mode; restore: write into them.
+    "DAC_OVERRIDE",
+    // restore: set modes and times of files owned by someone else (after the chown); backup:
+    // lets restic read files of other owners with O_NOATIME, so a backup leaves atimes alone.
+    "FOWNER",
+    // restore: keep setuid/setgid bits, which the kernel clears on a chmod by a caller outside
+    // the file's group.
+    "FSETID",
+];
 
 /// The four operations a run can be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -160,7 +180,8 @@ pub struct BackupCommand {
 /// One Job of a backup.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackupJobPlan {
-    /// The node the Job must run on, because a ReadWriteOnce claim in use is attached there.
+    /// The node the Job must run on: a ReadWriteOnce claim is in use there, or its volume is
+    /// local to that node.
     pub node: Option<String>,
     /// Claims mounted read-only at `/data/<claim>`.
     pub claims: Vec<String>,
@@ -171,7 +192,8 @@ pub struct BackupJobPlan {
 /// What one backup does: its Jobs and the claims it cannot back up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackupPlan {
-    /// One Job for shared and unused claims, one per node holding ReadWriteOnce claims in use.
+    /// One Job for the claims any node can mount, one per node that holds claims only it can
+    /// mount (in use there, or local to it).
     pub jobs: Vec<BackupJobPlan>,
     /// Claims that cannot be backed up, one sentence each.
     pub problems: Vec<String>,
@@ -199,10 +221,13 @@ fn pod_claims(pod: &Pod) -> impl Iterator<Item = &str> {
 }
 
 /// Decides which claims a backup mounts in which Job. Every Bound claim not annotated
-/// `appuio.ch/backup: "false"` is backed up: ReadWriteMany, ReadOnlyMany and claims no live pod
-/// uses go into one Job; a ReadWriteOnce claim used by a pod goes into a Job on that pod's
-/// node; a ReadWriteOncePod claim in use cannot be mounted and is a problem. Backup commands of
-/// annotated running pods go into the first Job.
+/// `appuio.ch/backup: "false"` is backed up: ReadWriteMany and ReadOnlyMany claims go into one
+/// shared Job; a ReadWriteOnce claim used by a pod goes into a Job on that pod's node; a claim
+/// that is neither shared nor in use goes into the Job of the node its
+/// `volume.kubernetes.io/selected-node` annotation names (a node-local volume: a pod anywhere
+/// else could never be scheduled), else into the shared Job; a ReadWriteOncePod claim in use
+/// cannot be mounted and is a problem. Backup commands of annotated running pods go into the
+/// first Job.
 pub fn plan_backup(pvcs: &[PersistentVolumeClaim], pods: &[Pod]) -> BackupPlan {
     // Our own agent pods mount claims too; counting them as users would pin a second Job of
     // the same run to their node.
@@ -250,6 +275,10 @@ pub fn plan_backup(pvcs: &[PersistentVolumeClaim], pods: &[Pod]) -> BackupPlan {
                 ));
             }
             Some((_, node)) if !shareable => pinned.entry(node).or_default().push(name),
+            None if !shareable => match selected_node(pvc) {
+                Some(node) => pinned.entry(node).or_default().push(name),
+                None => shared.push(name),
+            },
             _ => shared.push(name),
         }
     }
@@ -280,6 +309,17 @@ pub fn plan_backup(pvcs: &[PersistentVolumeClaim], pods: &[Pod]) -> BackupPlan {
         }
     }
     BackupPlan { jobs, problems }
+}
+
+/// The node a claim's volume was provisioned on, from the scheduler's annotation.
+fn selected_node(pvc: &PersistentVolumeClaim) -> Option<String> {
+    pvc.metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_SELECTED_NODE)
+        .map(|node| node.trim())
+        .filter(|node| !node.is_empty())
+        .map(String::from)
 }
 
 fn backup_commands(live: &[&Pod]) -> Vec<BackupCommand> {
@@ -499,19 +539,16 @@ fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSe
         termination_message_policy: Some("File".into()),
         termination_message_path: Some("/dev/termination-log".into()),
         // Root inside the container, without privileges, so files of any owner in the PVCs
-        // can be read (backup) and written with their original owners (restore).
+        // can be read (backup) and written with their original owners (restore). Pod Security
+        // `baseline` admits this; `restricted` cannot (it demands a non-root user, who could
+        // read only what its ids may and could not restore owners): see docs/install.md.
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             run_as_user: Some(0),
             run_as_non_root: Some(false),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
-                add: Some(vec![
-                    "CHOWN".into(),
-                    "DAC_OVERRIDE".into(),
-                    "DAC_READ_SEARCH".into(),
-                    "FOWNER".into(),
-                ]),
+                add: Some(AGENT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             }),
             ..SecurityContext::default()
         }),

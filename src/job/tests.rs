@@ -592,3 +592,530 @@ fn backup_jobs_after_the_first_wait_for_the_repository() {
     assert!(!waits(&jobs[0]), "the first Job creates the repository");
     assert!(waits(&jobs[1]), "the second Job must wait for it");
 }
+
+#[test]
+fn plan_with_unused_local_claims_on_two_nodes_pins_one_job_per_node() {
+    let pvcs = [
+        pvc(
+            "db-a",
+            &["ReadWriteOnce"],
+            "Bound",
+            &[(ANNOTATION_SELECTED_NODE, "node-a")],
+        ),
+        pvc(
+            "db-b",
+            &["ReadWriteOnce"],
+            "Bound",
+            &[(ANNOTATION_SELECTED_NODE, "node-b")],
+        ),
+    ];
+    let plan = plan_backup(&pvcs, &[]);
+    assert_eq!(
+        plan.jobs,
+        vec![
+            BackupJobPlan {
+                node: Some("node-a".into()),
+                claims: vec!["db-a".into()],
+                commands: vec![]
+            },
+            BackupJobPlan {
+                node: Some("node-b".into()),
+                claims: vec!["db-b".into()],
+                commands: vec![]
+            },
+        ]
+    );
+}
+
+#[test]
+fn plan_with_claim_in_use_and_unused_local_claim_of_one_node_makes_one_job() {
+    let pvcs = [
+        pvc(
+            "cache",
+            &["ReadWriteOnce"],
+            "Bound",
+            &[(ANNOTATION_SELECTED_NODE, "node-b")],
+        ),
+        pvc(
+            "db",
+            &["ReadWriteOnce"],
+            "Bound",
+            &[(ANNOTATION_SELECTED_NODE, "node-b")],
+        ),
+        pvc("plain", &["ReadWriteOnce"], "Bound", &[]),
+    ];
+    let pods = [pod(
+        "mariadb",
+        "node-b",
+        &["db"],
+        "Running",
+        &[("appuio.ch/backupcommand", "mariadb-dump")],
+    )];
+    let plan = plan_backup(&pvcs, &pods);
+    assert_eq!(plan.jobs.len(), 2, "{plan:?}");
+    assert_eq!(plan.jobs[0].node, None, "claims without a node stay shared");
+    assert_eq!(plan.jobs[0].claims, ["plain"]);
+    assert_eq!(
+        plan.jobs[0].commands.len(),
+        1,
+        "commands go into the first Job"
+    );
+    assert_eq!(plan.jobs[1].node.as_deref(), Some("node-b"));
+    assert_eq!(plan.jobs[1].claims, ["cache", "db"]);
+}
+
+#[test]
+fn plan_with_only_local_claims_puts_commands_into_the_first_pinned_job() {
+    let pvcs = [pvc(
+        "db",
+        &["ReadWriteOncePod"],
+        "Bound",
+        &[(ANNOTATION_SELECTED_NODE, "node-c")],
+    )];
+    let pods = [pod(
+        "pg",
+        "node-a",
+        &[],
+        "Running",
+        &[("appuio.ch/backupcommand", "pg_dumpall")],
+    )];
+    let plan = plan_backup(&pvcs, &pods);
+    assert_eq!(plan.jobs.len(), 1, "{plan:?}");
+    assert_eq!(plan.jobs[0].node.as_deref(), Some("node-c"));
+    assert_eq!(plan.jobs[0].claims, ["db"]);
+    assert_eq!(plan.jobs[0].commands.len(), 1);
+    assert!(
+        plan.problems.is_empty(),
+        "an unused ReadWriteOncePod claim can be mounted"
+    );
+}
+
+#[test]
+fn plan_with_shareable_claims_ignores_their_selected_node() {
+    let pvcs = [
+        pvc(
+            "files",
+            &["ReadWriteMany"],
+            "Bound",
+            &[(ANNOTATION_SELECTED_NODE, "node-a")],
+        ),
+        pvc(
+            "assets",
+            &["ReadOnlyMany"],
+            "Bound",
+            &[(ANNOTATION_SELECTED_NODE, "node-b")],
+        ),
+    ];
+    let plan = plan_backup(&pvcs, &[]);
+    assert_eq!(
+        plan.jobs,
+        vec![BackupJobPlan {
+            node: None,
+            claims: vec!["assets".into(), "files".into()],
+            commands: vec![]
+        }]
+    );
+}
+
+/// Capabilities Pod Security `baseline` lets a container add.
+const BASELINE_CAPABILITIES: [&str; 13] = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// The pod template of a Job, as JSON.
+fn template_of(job: &Job) -> serde_json::Value {
+    serde_json::to_value(job).expect("job json")["spec"]["template"].take()
+}
+
+/// The `baseline` rules of the Pod Security Standards, as the PodSecurity admission plugin
+/// applies them to a pod template: every violation, one sentence each. Works on the JSON
+/// form so that containers, init containers and ephemeral containers are read alike.
+fn baseline_violations(template: &serde_json::Value) -> Vec<String> {
+    let spec = &template["spec"];
+    let mut found = Vec::new();
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec[field] == true {
+            found.push(format!("spec.{field} is true"));
+        }
+    }
+    for volume in spec["volumes"].as_array().into_iter().flatten() {
+        if !volume["hostPath"].is_null() {
+            found.push(format!("volume {} is a hostPath", volume["name"]));
+        }
+    }
+    let sysctls = &spec["securityContext"]["sysctls"];
+    if sysctls.as_array().is_some_and(|s| !s.is_empty()) {
+        found.push(format!("pod sets sysctls {sysctls}"));
+    }
+    common_violations("pod", &spec["securityContext"], &mut found);
+    for (key, profile) in template["metadata"]["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        let profile = profile.as_str().unwrap_or_default();
+        let apparmor = key.starts_with("container.apparmor.security.beta.kubernetes.io/");
+        let seccomp = key.starts_with("seccomp.security.alpha.kubernetes.io/")
+            || key.starts_with("container.seccomp.security.alpha.kubernetes.io/");
+        if (apparmor && profile != "runtime/default" && !profile.starts_with("localhost/"))
+            || (seccomp && profile == "unconfined")
+        {
+            found.push(format!("annotation {key} is {profile}"));
+        }
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for container in spec[list].as_array().into_iter().flatten() {
+            let name = format!("container {}", container["name"]);
+            let context = &container["securityContext"];
+            if context["privileged"] == true {
+                found.push(format!("{name} is privileged"));
+            }
+            for cap in context["capabilities"]["add"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let cap = cap.as_str().unwrap_or_default();
+                if !BASELINE_CAPABILITIES.contains(&cap) {
+                    found.push(format!("{name} adds capability {cap}"));
+                }
+            }
+            for port in container["ports"].as_array().into_iter().flatten() {
+                if port["hostPort"].as_i64().is_some_and(|p| p != 0) {
+                    found.push(format!("{name} uses hostPort {}", port["hostPort"]));
+                }
+            }
+            if let Some(mount) = context["procMount"].as_str()
+                && mount != "Default"
+            {
+                found.push(format!("{name} has procMount {mount}"));
+            }
+            common_violations(&name, context, &mut found);
+        }
+    }
+    found
+}
+
+/// The rules `restricted` adds to `baseline`, on top of the `baseline` violations.
+fn restricted_violations(template: &serde_json::Value) -> Vec<String> {
+    let spec = &template["spec"];
+    let mut found = baseline_violations(template);
+    let allowed_volumes = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for volume in spec["volumes"].as_array().into_iter().flatten() {
+        let kinds = volume.as_object().into_iter().flatten().map(|(k, _)| k);
+        for kind in kinds.filter(|k| *k != "name" && !allowed_volumes.contains(&k.as_str())) {
+            found.push(format!("volume {} is of type {kind}", volume["name"]));
+        }
+    }
+    let pod = &spec["securityContext"];
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for container in spec[list].as_array().into_iter().flatten() {
+            let name = format!("container {}", container["name"]);
+            let context = &container["securityContext"];
+            let inherited = |field: &str| match &context[field] {
+                serde_json::Value::Null => pod[field].clone(),
+                own => own.clone(),
+            };
+            if context["allowPrivilegeEscalation"] != false {
+                found.push(format!("{name} may escalate privileges"));
+            }
+            if inherited("runAsNonRoot") != true {
+                found.push(format!("{name} does not set runAsNonRoot"));
+            }
+            if inherited("runAsUser") == 0 {
+                found.push(format!("{name} runs as user 0"));
+            }
+            let seccomp = inherited("seccompProfile");
+            if !matches!(
+                seccomp["type"].as_str(),
+                Some("RuntimeDefault" | "Localhost")
+            ) {
+                found.push(format!("{name} sets no RuntimeDefault seccomp profile"));
+            }
+            let drops = context["capabilities"]["drop"].as_array().cloned();
+            if !drops.into_iter().flatten().any(|c| c == "ALL") {
+                found.push(format!("{name} does not drop ALL capabilities"));
+            }
+            for cap in context["capabilities"]["add"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if cap != "NET_BIND_SERVICE" {
+                    found.push(format!("{name} adds {cap} beyond NET_BIND_SERVICE"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The rules that pod and container security contexts share.
+fn common_violations(whose: &str, context: &serde_json::Value, found: &mut Vec<String>) {
+    if context["seccompProfile"]["type"] == "Unconfined" {
+        found.push(format!("{whose} has seccomp profile Unconfined"));
+    }
+    if context["appArmorProfile"]["type"] == "Unconfined" {
+        found.push(format!("{whose} has AppArmor profile Unconfined"));
+    }
+    if context["windowsOptions"]["hostProcess"] == true {
+        found.push(format!("{whose} is a Windows host process"));
+    }
+    let selinux = &context["seLinuxOptions"];
+    let allowed_types = [
+        "container_t",
+        "container_init_t",
+        "container_kvm_t",
+        "container_engine_t",
+    ];
+    if let Some(kind) = selinux["type"].as_str()
+        && !kind.is_empty()
+        && !allowed_types.contains(&kind)
+    {
+        found.push(format!("{whose} has SELinux type {kind}"));
+    }
+    for field in ["user", "role"] {
+        if selinux[field].as_str().is_some_and(|v| !v.is_empty()) {
+            found.push(format!("{whose} sets SELinux {field}"));
+        }
+    }
+}
+
+/// Every Job the builders make: backup (shared, pinned, waiting), check, prune, and restore
+/// into a PVC and to S3.
+fn every_kind_of_job() -> Vec<(&'static str, Job)> {
+    let settings = JobSettings::default();
+    let backend = backend();
+    let pvcs = [
+        pvc("shared", &["ReadWriteMany"], "Bound", &[]),
+        pvc("db", &["ReadWriteOnce"], "Bound", &[]),
+    ];
+    let pods = [pod("mariadb", "node-a", &["db"], "Running", &[])];
+    let plan = plan_backup(&pvcs, &pods);
+    let backups = build_backup_jobs(&run(Operation::Backup), &backend, None, &plan, &settings)
+        .expect("backup jobs");
+    assert_eq!(backups.len(), 2, "a shared and a pinned Job");
+    let restore = |method: RestoreMethod| RestoreSpec {
+        backend: backend.clone(),
+        restore_method: method,
+        ..RestoreSpec::default()
+    };
+    let to_pvc = restore(RestoreMethod {
+        s3: None,
+        pvc: Some(PvcTarget {
+            claim_name: "target".into(),
+        }),
+    });
+    let to_s3 = restore(RestoreMethod {
+        s3: Some(S3Target {
+            endpoint: "https://s3.example.com".into(),
+            bucket: "restores".into(),
+            access_key_id_secret_ref: SecretKeyRef {
+                name: "t".into(),
+                key: "id".into(),
+            },
+            secret_access_key_secret_ref: SecretKeyRef {
+                name: "t".into(),
+                key: "secret".into(),
+            },
+        }),
+        pvc: None,
+    });
+    let restore_run = run(Operation::Restore);
+    let mut jobs: Vec<(&'static str, Job)> = vec![];
+    let mut backups = backups.into_iter();
+    jobs.push(("backup", backups.next().expect("shared Job")));
+    jobs.push(("pinned backup", backups.next().expect("pinned Job")));
+    jobs.push((
+        "check",
+        build_check_job(&run(Operation::Check), &backend, None, &settings).expect("check"),
+    ));
+    jobs.push((
+        "prune",
+        build_prune_job(&run(Operation::Prune), &backend, None, None, &settings).expect("prune"),
+    ));
+    jobs.push((
+        "restore to pvc",
+        build_restore_job(&restore_run, &to_pvc, Some("node-a".into()), &settings)
+            .expect("restore to pvc"),
+    ));
+    jobs.push((
+        "restore to s3",
+        build_restore_job(&restore_run, &to_s3, None, &settings).expect("restore to s3"),
+    ));
+    jobs
+}
+
+#[test]
+fn every_agent_job_passes_pod_security_baseline() {
+    for (kind, job) in every_kind_of_job() {
+        assert_eq!(
+            baseline_violations(&template_of(&job)),
+            Vec::<String>::new(),
+            "{kind}"
+        );
+        let value = serde_json::to_value(&job).expect("json");
+        let pod = &value["spec"]["template"]["spec"];
+        let context = &pod["containers"][0]["securityContext"];
+        assert_eq!(context["capabilities"]["drop"], json!(["ALL"]), "{kind}");
+        assert_eq!(
+            context["capabilities"]["add"],
+            json!(["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]),
+            "{kind}"
+        );
+        assert_eq!(context["runAsUser"], 0, "{kind}");
+        assert_eq!(context["allowPrivilegeEscalation"], false, "{kind}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn baseline_checker_finds_each_kind_of_violation() {
+    let job: Job = serde_json::from_value(json!({
+        "spec": {"template": {
+            "metadata": {"annotations": {
+                "container.apparmor.security.beta.kubernetes.io/agent": "unconfined"
+            }},
+            "spec": {
+                "hostNetwork": true,
+                "hostPID": true,
+                "hostIPC": true,
+                "securityContext": {
+                    "sysctls": [{"name": "kernel.msgmax", "value": "1"}],
+                    "seccompProfile": {"type": "Unconfined"}
+                },
+                "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+                "containers": [{
+                    "name": "agent",
+                    "ports": [{"containerPort": 80, "hostPort": 80}],
+                    "securityContext": {
+                        "privileged": true,
+                        "procMount": "Unmasked",
+                        "capabilities": {"add": ["CHOWN", "DAC_READ_SEARCH"]},
+                        "appArmorProfile": {"type": "Unconfined"},
+                        "seLinuxOptions": {"type": "spc_t", "user": "system_u"}
+                    }
+                }]
+            }
+        }}
+    }))
+    .expect("test job");
+    let found = baseline_violations(&template_of(&job));
+    for expected in [
+        "spec.hostNetwork",
+        "spec.hostPID",
+        "spec.hostIPC",
+        "sysctls",
+        "pod has seccomp profile Unconfined",
+        "hostPath",
+        "annotation container.apparmor",
+        "is privileged",
+        "procMount Unmasked",
+        "adds capability DAC_READ_SEARCH",
+        "hostPort 80",
+        "AppArmor profile Unconfined",
+        "SELinux type spc_t",
+        "SELinux user",
+    ] {
+        assert!(
+            found.iter().any(|f| f.contains(expected)),
+            "{expected} not found in {found:?}"
+        );
+    }
+    assert!(
+        !found.iter().any(|f| f.contains("capability CHOWN")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn agent_jobs_cannot_meet_restricted_because_they_run_as_root_with_capabilities() {
+    // docs/install.md says why: a non-root agent could read only what its ids may, and a
+    // restore could not give files back to their owners.
+    for (kind, job) in every_kind_of_job() {
+        let found = restricted_violations(&template_of(&job));
+        assert!(
+            found.iter().any(|f| f.contains("runAsNonRoot")),
+            "{kind}: {found:?}"
+        );
+        assert!(
+            found.iter().any(|f| f.contains("adds \"CHOWN\"")),
+            "{kind}: {found:?}"
+        );
+    }
+}
+
+/// Every document of a multi-document YAML file.
+fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|document| serde_json::Value::deserialize(document).expect("a YAML document"))
+        .collect()
+}
+
+#[test]
+fn operator_deployment_passes_restricted_and_matches_its_rbac_and_agent_image() {
+    let deployment = yaml_documents(include_str!("../../manifests/deployment.yaml")).remove(0);
+    assert_eq!(deployment["kind"], "Deployment");
+    let template = &deployment["spec"]["template"];
+    assert_eq!(restricted_violations(template), Vec::<String>::new());
+    let container = &template["spec"]["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let agent_image = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "BAAS_AGENT_IMAGE")
+        .map(|e| e["value"].clone());
+    assert_eq!(
+        agent_image.as_ref(),
+        Some(&container["image"]),
+        "one substitution of the image must change the operator and its Jobs alike"
+    );
+
+    let account = &template["spec"]["serviceAccountName"];
+    let documents = yaml_documents(include_str!("../../manifests/rbac.yaml"));
+    let accounts: Vec<&serde_json::Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "ServiceAccount")
+        .map(|d| &d["metadata"]["name"])
+        .collect();
+    assert_eq!(
+        accounts,
+        [account],
+        "the Deployment runs as rbac.yaml's ServiceAccount"
+    );
+    for binding in documents
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
+    {
+        assert_eq!(binding["subjects"][0]["name"], *account, "{binding}");
+    }
+    assert!(
+        !documents.iter().any(|d| d["kind"] == "Namespace"),
+        "namespace.yaml alone defines baas-system, with its Pod Security label"
+    );
+}
