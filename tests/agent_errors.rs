@@ -28,6 +28,19 @@ fn wrong_password_fails_naming_the_password() {
             "{}",
             outcome.report.message
         );
+        assert!(
+            outcome
+                .report
+                .message
+                .contains("spec.backend.repoPasswordSecretRef"),
+            "{}",
+            outcome.report.message
+        );
+        assert!(
+            !outcome.report.message.contains("not the password"),
+            "the password never reaches the status: {}",
+            outcome.report.message
+        );
     }
     assert!(support::snapshots(&repository).is_empty());
 }

@@ -33,7 +33,8 @@ fn ids_of(repository: &str, host: &str, path: &str) -> Vec<String> {
     support::snapshots(repository)
         .iter()
         .filter(|s| s["hostname"] == host && s["paths"][0] == path)
-        .map(|s| s["short_id"].as_str().unwrap_or_default().to_string())
+        // restic ≥ 0.17 reports full IDs in the backup summary.
+        .map(|s| s["id"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 
@@ -88,7 +89,7 @@ fn stale_lock_is_removed_and_reported() {
     stdin_snapshot(&repository, "shop", "/shop-db", "v");
     // A restic killed mid-run leaves its lock; SIGKILL gives it no chance to clean up. It is
     // this test's own child, so it is reaped and its PID is really gone, as after a pod died.
-    let mut hung = std::process::Command::new("restic")
+    let mut hung = std::process::Command::new(support::restic_binary().expect("checked above"))
         .args([
             "--repo",
             &repository,

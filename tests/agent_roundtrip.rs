@@ -293,3 +293,105 @@ async fn backup_command_dump_restores_to_s3_as_a_one_file_archive() {
         Kind::File(b"dump of db".to_vec())
     );
 }
+
+#[test]
+fn restore_into_a_directory_keeps_owners_and_setuid_setgid_bits() {
+    let Some(s3) = S3Server::start() else { return };
+    if !support::can_mount() {
+        return;
+    }
+    use std::os::unix::fs::chown;
+    let data = tempfile::tempdir().expect("temp dir");
+    let app = data.path().join("app");
+    write(&app.join("tool"), b"#!/bin/sh\n", 0o755, 1_600_000_000);
+    write(
+        &app.join("shared/group-tool"),
+        b"#!/bin/sh\n",
+        0o755,
+        1_600_000_100,
+    );
+    // Modes after the owners: a chown clears setuid and setgid.
+    chown(app.join("tool"), Some(0), Some(0)).expect("chown");
+    chown(app.join("shared/group-tool"), Some(1000), Some(1001)).expect("chown");
+    chown(app.join("shared"), Some(1002), Some(1003)).expect("chown");
+    chown(&app, Some(1004), Some(1005)).expect("chown");
+    fs::set_permissions(app.join("tool"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+    fs::set_permissions(
+        app.join("shared/group-tool"),
+        fs::Permissions::from_mode(0o2755),
+    )
+    .expect("chmod");
+    fs::set_permissions(app.join("shared"), fs::Permissions::from_mode(0o2770)).expect("chmod");
+    fs::set_permissions(&app, fs::Permissions::from_mode(0o750)).expect("chmod");
+    let repository = s3.repository("backups");
+    let backup = Agent::new(&repository, "shop")
+        .volumes(data.path())
+        .run(&["backup"]);
+    assert_eq!(
+        backup.report.state,
+        Some(RunState::Succeeded),
+        "{:?}\n{}",
+        backup.report,
+        backup.stderr
+    );
+
+    let target = tempfile::tempdir().expect("temp dir");
+    let restore = Agent::new(&repository, "shop").run(&[
+        "restore",
+        "--path",
+        "/data/app",
+        "--target-dir",
+        &target.path().display().to_string(),
+    ]);
+    assert_eq!(
+        restore.report.state,
+        Some(RunState::Succeeded),
+        "{:?}\n{}",
+        restore.report,
+        restore.stderr
+    );
+    let owner_and_mode = |path: &Path| {
+        let meta = fs::symlink_metadata(path).expect("restored");
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+    };
+    assert_eq!(owner_and_mode(&target.path().join("tool")), (0, 0, 0o4755));
+    assert_eq!(
+        owner_and_mode(&target.path().join("shared/group-tool")),
+        (1000, 1001, 0o2755)
+    );
+    assert_eq!(
+        owner_and_mode(&target.path().join("shared")),
+        (1002, 1003, 0o2770)
+    );
+    assert_eq!(
+        owner_and_mode(target.path()),
+        (1004, 1005, 0o750),
+        "the target takes the restored path's owner and mode"
+    );
+
+    // A single file below a volume comes back by its name, with its owner and bits.
+    let single = tempfile::tempdir().expect("temp dir");
+    let restore = Agent::new(&repository, "shop").run(&[
+        "restore",
+        "--path",
+        "/data/app/shared/group-tool",
+        "--target-dir",
+        &single.path().display().to_string(),
+    ]);
+    assert_eq!(
+        restore.report.state,
+        Some(RunState::Succeeded),
+        "{:?}\n{}",
+        restore.report,
+        restore.stderr
+    );
+    let names: Vec<_> = fs::read_dir(single.path())
+        .expect("read")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["group-tool"]);
+    assert_eq!(
+        owner_and_mode(&single.path().join("group-tool")),
+        (1000, 1001, 0o2755)
+    );
+}

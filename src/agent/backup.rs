@@ -4,6 +4,12 @@
 //! A failed backup command never leaves a snapshot that looks like a good dump: restic's stdin
 //! stays open until the command's exit status is known, and restic is killed (not allowed to
 //! commit) when the command failed or its stream broke.
+//!
+//! restic ≥ 0.17 has `backup --stdin-from-command`, which commits only when a command it
+//! starts itself exits 0. It does not fit: the command runs in another pod, reached through
+//! the Kubernetes exec API from this process, so restic would have to start a local proxy (the
+//! agent again, with its own API client) just to learn the remote exit status that
+//! [`stream_command`] already waits for before closing restic's stdin.
 
 use std::path::{Path, PathBuf};
 
@@ -62,7 +68,8 @@ struct Part {
     what: String,
     snapshot: Option<SnapshotRef>,
     summary: Summary,
-    /// Unreadable files (partial part) or the reason of a failure.
+    /// Unreadable files (partial part) or the reason of a failure. A written part with
+    /// errors is partial.
     errors: Vec<String>,
     failed: bool,
 }
@@ -158,7 +165,7 @@ async fn finish_part(
     output: BackupOutput,
 ) -> Result<Part> {
     let written = matches!(output.code, Some(0) | Some(EXIT_PARTIAL));
-    let Some(summary) = output.summary.filter(|_| written) else {
+    let Some(summary) = output.summary.as_ref().filter(|_| written) else {
         return Ok(Part {
             errors: vec![format!(
                 "{what}: {}",
@@ -171,7 +178,7 @@ async fn finish_part(
         });
     };
     let id = ctx.restic.full_id(&summary.snapshot_id).await?;
-    let errors = output.unreadable.iter().map(describe_unreadable).collect();
+    let errors = written_part_errors(&what, &output);
     Ok(Part {
         what,
         snapshot: Some(SnapshotRef { id, paths }),
@@ -181,23 +188,64 @@ async fn finish_part(
     })
 }
 
-/// restic 0.14 reports unreadable items without the cause; the agent, reading with the same
-/// rights, asks the file system once more so the message says why.
+/// The errors of a part restic wrote a snapshot for: one per unreadable item. Exit code 3
+/// makes the part partial even when no item could be parsed (a line longer than the agent
+/// reads is cut and no longer JSON): a partial backup must never pass for a full one.
+fn written_part_errors(what: &str, output: &BackupOutput) -> Vec<String> {
+    let mut errors: Vec<String> = output.unreadable.iter().map(describe_unreadable).collect();
+    if errors.is_empty() && output.code == Some(EXIT_PARTIAL) {
+        errors.push(format!(
+            "{what}: restic could not read some files (exit code 3) and named none of them"
+        ));
+    }
+    errors
+}
+
+/// Names the file and why it was not backed up. The cause is restic's error, or, when restic
+/// gave none, the file system's answer to the agent, which reads with the same rights.
 fn describe_unreadable(item: &UnreadableItem) -> String {
-    let path = Path::new(&item.item);
-    let cause = match std::fs::symlink_metadata(path) {
-        Err(e) => Some(e),
-        Ok(meta) if meta.is_dir() => std::fs::read_dir(path).err(),
-        Ok(meta) if meta.is_file() => std::fs::File::open(path).err(),
-        Ok(_) => None,
+    let cause = if item.message.is_empty() {
+        probe_unreadable(Path::new(&item.item))
+    } else {
+        Some(Cause {
+            denied: {
+                let lower = item.message.to_lowercase();
+                lower.contains("permission denied") || lower.contains("operation not permitted")
+            },
+            text: item.message.clone(),
+        })
     };
     match cause {
-        Some(cause) => format!("{}: not backed up: {cause}", item.item),
+        // In a Job the agent is root with DAC_OVERRIDE, so a refusal there comes from outside
+        // the container's rights (NFS root squashing, a security module): say so plainly.
+        Some(cause) if cause.denied => format!(
+            "{}: not backed up: the agent lacks the permission to read it ({})",
+            item.item, cause.text
+        ),
+        Some(cause) => format!("{}: not backed up: {}", item.item, cause.text),
         None => format!(
             "{}: not backed up: could not be read during {}",
             item.item, item.during
         ),
     }
+}
+
+struct Cause {
+    denied: bool,
+    text: String,
+}
+
+fn probe_unreadable(path: &Path) -> Option<Cause> {
+    let error = match std::fs::symlink_metadata(path) {
+        Err(e) => Some(e),
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path).err(),
+        Ok(meta) if meta.is_file() => std::fs::File::open(path).err(),
+        Ok(_) => None,
+    }?;
+    Some(Cause {
+        denied: error.kind() == std::io::ErrorKind::PermissionDenied,
+        text: error.to_string(),
+    })
 }
 
 async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, command: &BackupCommand) -> Part {
@@ -279,11 +327,13 @@ async fn stream_command<E: PodExec>(
         let _ = child.start_kill();
         let _ = child.wait().await;
         let written = output.await.ok().and_then(|o| o.summary);
+        // The killed restic left its lock; it is stale (same host, process gone), and it
+        // would keep the exclusive `forget` below waiting for it.
+        let _ = ctx.restic.unlock().await;
         if let Some(summary) = written {
             // Defensive: should restic have committed anyway, the dump must not survive.
             let _ = ctx.restic.forget(&[summary.snapshot_id]).await;
         }
-        let _ = ctx.restic.unlock().await;
         let stderr = tokio::time::timeout(std::time::Duration::from_secs(5), stderr)
             .await
             .ok()
@@ -491,6 +541,68 @@ mod tests {
         );
         assert_eq!(report.state, Some(RunState::Failed));
         assert!(report.message.contains("cmd: broke"));
+    }
+
+    fn output(code: i32, unreadable: &[(&str, &str)]) -> BackupOutput {
+        BackupOutput {
+            code: Some(code),
+            summary: None,
+            unreadable: unreadable
+                .iter()
+                .map(|(item, message)| UnreadableItem {
+                    item: item.to_string(),
+                    during: "archival".into(),
+                    message: message.to_string(),
+                })
+                .collect(),
+            stderr_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn exit_code_3_without_named_files_is_still_partial() {
+        let errors = written_part_errors("/data/app", &output(EXIT_PARTIAL, &[]));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("exit code 3"), "{errors:?}");
+        let report = combine(
+            vec![Part {
+                errors,
+                ..part("/data/app", true, &[], false)
+            }],
+            0,
+            Path::new("/data"),
+        );
+        assert_eq!(report.state, Some(RunState::PartiallySucceeded));
+        assert!(written_part_errors("/data/app", &output(0, &[])).is_empty());
+    }
+
+    #[test]
+    fn unreadable_file_error_names_the_file_and_the_missing_permission() {
+        let errors = written_part_errors(
+            "/data/app",
+            &output(
+                EXIT_PARTIAL,
+                &[(
+                    "/data/app/private",
+                    "open /data/app/private: permission denied",
+                )],
+            ),
+        );
+        assert_eq!(
+            errors,
+            [
+                "/data/app/private: not backed up: the agent lacks the permission to read it \
+              (open /data/app/private: permission denied)"
+            ]
+        );
+        let other = written_part_errors(
+            "/data/app",
+            &output(EXIT_PARTIAL, &[("/data/app/gone", "lstat: no such file")]),
+        );
+        assert_eq!(
+            other,
+            ["/data/app/gone: not backed up: lstat: no such file"]
+        );
     }
 
     #[test]

@@ -1,7 +1,14 @@
-//! A typed wrapper around the `restic` binary (0.14 and later). Every invocation reads only
-//! what it needs from restic's output: JSON lines are parsed one at a time with a bounded line
-//! length, stdout that must be parsed whole (`snapshots`, `forget`) is capped, and stderr is kept
-//! as a short tail for error messages, so memory stays flat however much restic prints.
+//! A typed wrapper around the `restic` binary (0.17 and later: the agent relies on its exit
+//! codes 10–12, on `restore <snapshot>:<subfolder>` and on error messages in `backup --json`;
+//! the image and the tests pin 0.18.1). Every invocation reads only what it needs from
+//! restic's output: JSON lines are parsed one at a time with a bounded line length, stdout
+//! that must be parsed whole (`snapshots`, `forget`) is capped, and stderr is kept as a short
+//! tail for error messages, so memory stays flat however much restic prints.
+//!
+//! Locks: every command is given `--retry-lock` ([`LOCK_WAIT`]), so a command that meets a
+//! lock of a concurrent run (another Job's backup, a manual `restic check`) waits for it
+//! instead of failing at once; restic ignores the flag for commands that take no lock or run
+//! with `--no-lock`.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -11,7 +18,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::s3::RepositoryFiles;
+use super::s3::{ConfigAnswer, RepositoryFiles};
 use crate::crd::Summary;
 use crate::{Error, Result};
 
@@ -27,6 +34,18 @@ const ERROR_ITEMS_LIMIT: usize = 1000;
 
 /// Exit code restic uses when it wrote a snapshot but could not read some files.
 pub const EXIT_PARTIAL: i32 = 3;
+/// Exit code of restic ≥ 0.17 when the repository does not exist.
+pub const EXIT_NO_REPOSITORY: i32 = 10;
+/// Exit code of restic ≥ 0.17 when the repository is locked (after `--retry-lock` ran out).
+pub const EXIT_LOCKED: i32 = 11;
+/// Exit code of restic ≥ 0.17 when no key of the repository opens with the password.
+pub const EXIT_WRONG_PASSWORD: i32 = 12;
+/// How long a command waits for a lock held by another process, as restic's `--retry-lock`
+/// takes it. Long enough for a backup Job to outwait a short neighbour (the `restic unlock`,
+/// `forget` or the start of a check of a parallel run); short enough that a Job stuck behind
+/// a long prune fails with a clear message well before its deadline. The operator already
+/// keeps checks and prunes apart from other runs on the same repository.
+pub const LOCK_WAIT: &str = "2m";
 
 /// How to call restic for one repository.
 #[derive(Clone, Debug)]
@@ -84,7 +103,7 @@ pub struct BackupSummary {
     /// All bytes read.
     #[serde(default)]
     pub total_bytes_processed: u64,
-    /// ID of the new snapshot (restic 0.14 gives only the short form).
+    /// ID of the new snapshot (full since restic 0.17; older versions gave the short form).
     #[serde(default)]
     pub snapshot_id: String,
 }
@@ -111,6 +130,8 @@ pub struct UnreadableItem {
     pub item: String,
     /// The phase restic was in (`scan`, `archival`).
     pub during: String,
+    /// restic's error (`open /data/app/x: permission denied`); empty when it gave none.
+    pub message: String,
 }
 
 /// What `restic backup --json` reported.
@@ -176,6 +197,7 @@ impl Restic {
         command
             .arg("--repo")
             .arg(&self.repository)
+            .args(["--retry-lock", LOCK_WAIT])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -235,24 +257,35 @@ impl Restic {
     }
 
     /// Whether the repository exists; an error when it exists but cannot be opened (wrong
-    /// password, credentials).
+    /// password, credentials) or restic cannot tell (network).
     pub async fn exists(&self) -> Result<bool> {
-        if let Some(files) = &self.files
-            && files.has_config().await.unwrap_or(false)
-        {
-            return Ok(true);
+        // S3's own answer first: restic ≥ 0.17 retries a missing bucket and refused
+        // credentials for 15 minutes before it gives up, while a 404 for `config` already says
+        // that there is no repository (and `restic init` refuses to overwrite one, should it
+        // appear meanwhile).
+        if let Some(files) = &self.files {
+            match files.config().await {
+                ConfigAnswer::Present => return Ok(true),
+                ConfigAnswer::Absent => return Ok(false),
+                ConfigAnswer::CredentialsRefused(reason) => {
+                    return Err(Error::Restic(format!(
+                        "S3 credentials refused: {reason} (check the Secrets that \
+                         spec.backend.s3.accessKeyIDSecretRef and secretAccessKeySecretRef name)"
+                    )));
+                }
+                ConfigAnswer::Unknown(reason) => {
+                    tracing::debug!("asking restic whether the repository exists: {reason}");
+                }
+            }
         }
         let finished = self.run(["cat", "config", "--no-lock"]).await?;
-        if finished.code == Some(0) {
-            return Ok(true);
+        // restic's exit code alone decides: its messages change between versions, and an
+        // `init` over a repository that exists but could not be read would be destructive.
+        match finished.code {
+            Some(0) => Ok(true),
+            Some(EXIT_NO_REPOSITORY) => Ok(false),
+            code => Err(Error::Restic(explain(&finished.stderr_tail, "", code))),
         }
-        let missing = finished.stderr_tail.contains("unable to open config file")
-            || finished.stderr_tail.contains("Is there a repository");
-        let explained = explain(&finished.stderr_tail, "", finished.code);
-        if !missing || explained.contains("wrong password") || explained.contains("credentials") {
-            return Err(Error::Restic(explained));
-        }
-        Ok(false)
     }
 
     /// Waits until another process (the first Job of the same run) has created the
@@ -373,18 +406,44 @@ pub struct Node {
     /// Size of a file.
     #[serde(default)]
     pub size: u64,
-    /// Unix mode bits (restic adds Go's file-type bits above the permissions).
+    /// Go's `os.FileMode`: permissions in the low 9 bits, setuid, setgid, sticky and the file
+    /// type in high bits of Go's own (see [`Node::unix_mode`]).
     #[serde(default)]
     pub mode: u32,
     /// Modification time (RFC 3339).
     #[serde(default)]
     pub mtime: String,
+    /// Access time (RFC 3339); empty when restic did not record one.
+    #[serde(default)]
+    pub atime: String,
     /// Owner.
     #[serde(default)]
     pub uid: u64,
     /// Group.
     #[serde(default)]
     pub gid: u64,
+}
+
+/// Go's `os.ModeSetuid`, `os.ModeSetgid` and `os.ModeSticky`.
+const GO_SETUID: u32 = 1 << 23;
+const GO_SETGID: u32 = 1 << 22;
+const GO_STICKY: u32 = 1 << 20;
+
+impl Node {
+    /// The permission bits as `chmod` takes them, setuid, setgid and sticky included.
+    pub fn unix_mode(&self) -> u32 {
+        let mut mode = self.mode & 0o777;
+        for (go, unix) in [
+            (GO_SETUID, 0o4000),
+            (GO_SETGID, 0o2000),
+            (GO_STICKY, 0o1000),
+        ] {
+            if self.mode & go != 0 {
+                mode |= unix;
+            }
+        }
+        mode
+    }
 }
 
 impl Restic {
@@ -451,10 +510,11 @@ pub async fn read_backup_output(
                         unreadable.push(UnreadableItem {
                             item: message.item,
                             during: message.during,
+                            message: message.error.message,
                         });
                     }
                 }
-                _ => tail.push(line),
+                _ => plain_lines(&line).into_iter().for_each(|l| tail.push(l)),
             }
         }
         (unreadable, tail.into_string())
@@ -475,31 +535,65 @@ struct ErrorMessage {
     during: String,
     #[serde(default)]
     item: String,
+    #[serde(default)]
+    error: ErrorDetail,
+    /// Of an `exit_error` message.
+    #[serde(default)]
+    message: String,
 }
 
-/// Turns restic's stderr into one message that names the cause first.
+#[derive(Deserialize, Default)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+}
+
+/// A line of restic's stderr as text: with `--json`, restic ≥ 0.17 prints its final error as
+/// `{"message_type":"exit_error","code":..,"message":..}`, whose message is what a human reads.
+fn plain_lines(line: &str) -> Vec<String> {
+    match serde_json::from_str::<ErrorMessage>(line) {
+        Ok(json) if json.message_type == "exit_error" => {
+            json.message.lines().map(String::from).collect()
+        }
+        _ => vec![line.to_string()],
+    }
+}
+
+/// Turns restic's stderr into one message that names the cause first: from restic's exit code
+/// where it has one for the cause, else from its words.
 pub fn explain(stderr_tail: &str, stdout: &str, code: Option<i32>) -> String {
-    let fatal: Vec<&str> = stderr_tail
+    let lines: Vec<String> = stderr_tail
         .lines()
         .chain(stdout.lines())
-        .map(str::trim)
+        .flat_map(plain_lines)
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let fatal: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
         .filter(|l| l.starts_with("Fatal:") || l.starts_with("error:"))
         .collect();
     let detail = if fatal.is_empty() {
-        let lines: Vec<&str> = stderr_tail
-            .lines()
-            .chain(stdout.lines())
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
         let start = lines.len().saturating_sub(5);
         lines[start..].join(" / ")
     } else {
         fatal.join(" / ")
     };
     let lower = detail.to_lowercase();
-    let cause = if lower.contains("wrong password") {
-        "wrong repository password (RESTIC_PASSWORD matches no key of the repository)"
+    let locked = format!(
+        "repository is locked by another operation, still after waiting {LOCK_WAIT} for it \
+         (a lock left by a run that died is removed by the next run once it has not been \
+         refreshed for 30 minutes)"
+    );
+    let cause = if code == Some(EXIT_WRONG_PASSWORD) || lower.contains("wrong password") {
+        // Never the password itself: the message ends up in the run's status.
+        "wrong repository password: no key of the repository opens with RESTIC_PASSWORD; check \
+         the Secret and key that spec.backend.repoPasswordSecretRef names"
+    } else if code == Some(EXIT_LOCKED) {
+        &locked
+    } else if code == Some(EXIT_NO_REPOSITORY) {
+        "repository does not exist"
     } else if lower.contains("access key id you provided does not exist")
         || lower.contains("signature we calculated does not match")
         || lower.contains("access denied")
@@ -515,7 +609,7 @@ pub fn explain(stderr_tail: &str, stdout: &str, code: Option<i32>) -> String {
     } else if lower.contains("bucket does not exist") {
         "S3 bucket does not exist"
     } else if lower.contains("repository is already locked") {
-        "repository is locked by another running operation"
+        &locked
     } else {
         ""
     };
@@ -633,6 +727,83 @@ mod tests {
     }
 
     #[test]
+    fn exit_code_12_names_the_secret_ref_and_never_the_password() {
+        let stderr = r#"{"message_type":"exit_error","code":12,"message":"Fatal: wrong password or no key found"}"#;
+        let message = explain(stderr, "", Some(EXIT_WRONG_PASSWORD));
+        assert!(
+            message.starts_with("wrong repository password"),
+            "{message}"
+        );
+        assert!(
+            message.contains("spec.backend.repoPasswordSecretRef"),
+            "{message}"
+        );
+        assert!(!message.contains("message_type"), "{message}");
+        // The code alone is enough, whatever restic printed.
+        assert!(explain("", "", Some(12)).contains("repoPasswordSecretRef"));
+    }
+
+    #[test]
+    fn exit_code_11_says_the_repository_is_locked_and_how_long_it_waited() {
+        let stderr = "unable to create lock in backend: repository is already locked \
+                      exclusively by PID 7 on prune-x7k2p by root (UID 0, GID 0)\n\
+                      lock was created at 2026-01-01 01:00:00 (1m0s ago)";
+        let message = explain(stderr, "", Some(EXIT_LOCKED));
+        assert!(message.starts_with("repository is locked"), "{message}");
+        assert!(message.contains(LOCK_WAIT), "{message}");
+        assert!(message.contains("PID 7 on prune-x7k2p"), "{message}");
+        assert!(message.contains("exit code 11"), "{message}");
+    }
+
+    #[test]
+    fn json_exit_error_is_explained_by_its_message() {
+        let stderr = r#"{"message_type":"exit_error","code":1,"message":"Fatal: unable to save snapshot: disk full"}"#;
+        assert_eq!(
+            explain(stderr, "", Some(1)),
+            "Fatal: unable to save snapshot: disk full (exit code 1)"
+        );
+    }
+
+    #[test]
+    fn every_command_waits_a_bounded_time_for_locks() {
+        let restic = Restic::new("restic", "s3:http://s3/bucket");
+        let command = restic.command(["check"]);
+        let args: Vec<String> = command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--repo",
+                "s3:http://s3/bucket",
+                "--retry-lock",
+                "2m",
+                "check"
+            ]
+        );
+    }
+
+    #[test]
+    fn node_mode_maps_gos_setuid_setgid_and_sticky_bits() {
+        let node = |mode: u32| Node {
+            kind: "file".into(),
+            path: "/x".into(),
+            size: 0,
+            mode,
+            mtime: String::new(),
+            atime: String::new(),
+            uid: 0,
+            gid: 0,
+        };
+        assert_eq!(node(0o755 | GO_SETUID).unix_mode(), 0o4755);
+        assert_eq!(node(0o750 | GO_SETGID).unix_mode(), 0o2750);
+        assert_eq!(node((1 << 31) | GO_STICKY | 0o777).unix_mode(), 0o1777);
+        assert_eq!(node(0o640).unix_mode(), 0o640);
+    }
+
+    #[test]
     fn refused_access_key_is_named_as_the_cause() {
         let stderr = "Fatal: unable to open config file: Stat: The Access Key Id you provided \
                       does not exist in our records.\nIs there a repository at the following location?";
@@ -654,11 +825,12 @@ mod tests {
             "\n"
         );
         let stderr = concat!(
-            r#"{"message_type":"error","error":{},"during":"scan","item":"/data/pvc1/locked"}"#,
+            r#"{"message_type":"error","error":{"message":"open /data/pvc1/locked: permission denied"},"during":"scan","item":"/data/pvc1/locked"}"#,
             "\n",
             r#"{"message_type":"error","error":{},"during":"archival","item":"/data/pvc1/locked"}"#,
             "\n",
-            "Warning: at least one source file could not be read\n"
+            r#"{"message_type":"exit_error","code":3,"message":"Warning: at least one source file could not be read"}"#,
+            "\n"
         );
         let out = read_backup_output(stdout.as_bytes(), stderr.as_bytes()).await;
         let summary = out.summary.expect("summary line is parsed");
@@ -666,7 +838,14 @@ mod tests {
         assert_eq!(summary.to_summary().bytes_added, Some(1751));
         assert_eq!(out.unreadable.len(), 1);
         assert_eq!(out.unreadable[0].item, "/data/pvc1/locked");
-        assert!(out.stderr_tail.contains("could not be read"));
+        assert_eq!(
+            out.unreadable[0].message,
+            "open /data/pvc1/locked: permission denied"
+        );
+        assert_eq!(
+            out.stderr_tail,
+            "Warning: at least one source file could not be read"
+        );
     }
 
     #[tokio::test]

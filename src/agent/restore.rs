@@ -3,17 +3,18 @@
 //! The snapshot is the one asked for, or else the newest of the namespace that holds the path;
 //! never the repository-wide latest. The contents of the path become the root of the target.
 //!
-//! - Directory: restic 0.14 cannot restore `<id>:<path>`, so `restic restore --include <path>`
-//!   writes into a staging directory inside the target (same file system), whose entries are then
-//!   renamed into place. restic sets contents, modes, owners and times (nanoseconds); the agent
-//!   re-applies directory times after the renames touched them.
+//! - Directory: `restic restore <id>:<path> --target <dir>` (restic ≥ 0.17) writes the path's
+//!   contents straight into the target, with their modes, owners and times (nanoseconds),
+//!   replacing entries of the same name and leaving others alone; the agent then gives the target
+//!   directory itself the path's mode, owner and times, which restic leaves untouched. A file
+//!   path (a backup command's dump) is restored by its name from its parent directory.
 //! - S3: `restic dump --archive tar` is read entry by entry, renamed so the path becomes the root,
 //!   gzipped and uploaded in parts while it is produced (see [`super::s3`]). A file path (a
 //!   backup command's dump) becomes a one-file archive.
 
 use std::fs::{self, FileTimes};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,7 +24,7 @@ use flate2::write::GzEncoder;
 use tokio::sync::mpsc;
 
 use super::Context;
-use super::restic::{Node, Snapshot};
+use super::restic::{LOCK_WAIT, Node, Snapshot};
 use super::s3::{self, Destination, PartWriter};
 use crate::crd::{RunState, SnapshotRef, Summary};
 use crate::report::RunReport;
@@ -82,7 +83,7 @@ pub async fn run(
     };
     let (restored_to, summary) = match target {
         Target::Dir(dir) => {
-            restore_to_dir(ctx, &snapshot, &path, dir).await?;
+            restore_to_dir(ctx, &snapshot, &path, node.as_ref(), dir).await?;
             (dir.display().to_string(), Summary::default())
         }
         Target::S3(destination) => {
@@ -140,123 +141,112 @@ async fn choose_snapshot(ctx: &Context, wanted: Option<&str>, path: &str) -> Res
         })
 }
 
-async fn restore_to_dir(ctx: &Context, snapshot: &Snapshot, path: &str, dir: &Path) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| Error::Io { path, source }
-    };
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let staging = dir.join(format!(".baas-restore-{}", std::process::id()));
-    let mut args = vec![
-        "restore".to_string(),
-        snapshot.id.clone(),
-        "--target".into(),
-        staging.display().to_string(),
-    ];
-    if path != "/" {
-        args.push("--include".into());
-        args.push(path.into());
-    }
-    let result = async {
-        ctx.restic.run_ok(&args).await?;
-        let source = staging.join(path.trim_start_matches('/'));
-        let blocking_dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || merge_root(&source, &blocking_dir))
-            .await
-            .map_err(|e| Error::Restic(format!("restore task failed: {e}")))?
-    }
-    .await;
-    if let Err(e) = fs::remove_dir_all(&staging)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(staging = %staging.display(), "cannot remove the staging directory: {e}");
-    }
-    // Last, since removing the staging directory touched the target's time.
-    match result? {
-        Some(root) => apply_dir_metadata(dir, &root),
+async fn restore_to_dir(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    path: &str,
+    node: Option<&Node>,
+    dir: &Path,
+) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let is_dir = node.is_none_or(|n| n.kind == "dir");
+    ctx.restic
+        .run_ok(restore_args(&snapshot.id, path, is_dir, dir))
+        .await?;
+    // restic restores what is inside the subfolder but gives the target directory itself
+    // nothing: it takes the path's mode, owner and times here, last, since restic's writes
+    // into it changed its times.
+    match node.filter(|n| n.kind == "dir") {
+        Some(node) => apply_node_metadata(dir, node),
         None => Ok(()),
     }
 }
 
-/// Moves the contents of `source` into `dir`; returns the metadata of `source` when it is a
-/// directory, for the caller to give `dir` its mode, owner and times at the very end.
-fn merge_root(source: &Path, dir: &Path) -> Result<Option<fs::Metadata>> {
-    let meta = fs::symlink_metadata(source).map_err(|e| Error::Io {
-        path: source.display().to_string(),
-        source: e,
-    })?;
-    if !meta.is_dir() {
-        // A single file: it keeps its name inside the target directory.
-        let name = source.file_name().unwrap_or_default();
-        move_entry(source, &dir.join(name))?;
-        return Ok(None);
+/// `restic restore` of `path` in snapshot `id` into `dir`, so that the path's contents become
+/// the directory's: `<id>:<path>` for a directory (restic ≥ 0.17), the whole snapshot for `/`,
+/// and for a single file its parent directory limited to that one name, which keeps the file's
+/// name inside the target.
+pub fn restore_args(id: &str, path: &str, is_dir: bool, dir: &Path) -> Vec<String> {
+    let target = dir.display().to_string();
+    if path == "/" {
+        return vec!["restore".into(), id.into(), "--target".into(), target];
     }
-    merge_dir(source, dir)?;
-    Ok(Some(meta))
+    if is_dir {
+        return vec![
+            "restore".into(),
+            format!("{id}:{path}"),
+            "--target".into(),
+            target,
+        ];
+    }
+    let file = Path::new(path);
+    let parent = file
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/".into());
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    vec![
+        "restore".into(),
+        format!("{id}:{parent}"),
+        "--include".into(),
+        format!("/{}", escape_pattern(&name)),
+        "--target".into(),
+        target,
+    ]
 }
 
-fn merge_dir(source: &Path, dir: &Path) -> Result<()> {
-    let io = |path: &Path, source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    for entry in fs::read_dir(source).map_err(|e| io(source, e))? {
-        let entry = entry.map_err(|e| io(source, e))?;
-        let from = entry.path();
-        let to = dir.join(entry.file_name());
-        let from_meta = fs::symlink_metadata(&from).map_err(|e| io(&from, e))?;
-        let to_is_dir = fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
-        if from_meta.is_dir() && to_is_dir {
-            merge_dir(&from, &to)?;
-            apply_dir_metadata(&to, &from_meta)?;
-        } else {
-            move_entry(&from, &to)?;
+/// A file name as a restic pattern that matches only itself: restic matches patterns like
+/// Go's `filepath.Match`, where `*`, `?`, `[` and a backslash are special unless escaped.
+fn escape_pattern(name: &str) -> String {
+    let mut escaped = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '*' | '?' | '[' | '\\') {
+            escaped.push('\\');
         }
+        escaped.push(c);
     }
-    Ok(())
+    escaped
 }
 
-/// Renames `from` to `to`, replacing what is there; a renamed directory gets its time back.
-fn move_entry(from: &Path, to: &Path) -> Result<()> {
-    let io = |path: &Path, source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let meta = fs::symlink_metadata(from).map_err(|e| io(from, e))?;
-    match fs::symlink_metadata(to) {
-        Ok(existing) if existing.is_dir() => fs::remove_dir_all(to).map_err(|e| io(to, e))?,
-        Ok(_) => fs::remove_file(to).map_err(|e| io(to, e))?,
-        Err(_) => {}
-    }
-    fs::rename(from, to).map_err(|e| io(to, e))?;
-    if meta.is_dir() {
-        set_times(to, &meta)?;
-    }
-    Ok(())
-}
-
-fn apply_dir_metadata(dir: &Path, meta: &fs::Metadata) -> Result<()> {
+/// Gives `dir` the mode, owner and times that `node` recorded, in restic's order: owner
+/// first (a chown clears setuid and setgid bits), times, then the mode.
+fn apply_node_metadata(dir: &Path, node: &Node) -> Result<()> {
     let io = |source| Error::Io {
         path: dir.display().to_string(),
         source,
     };
-    fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io)?;
-    // Only root may give files away; as another user, keeping one's own is what restic does too.
-    let _ = std::os::unix::fs::chown(dir, Some(meta.uid()), Some(meta.gid()));
-    set_times(dir, meta)
+    // Only root (CHOWN) may give files away; as another user, keeping one's own is what
+    // restic does too.
+    let _ = std::os::unix::fs::chown(
+        dir,
+        u32::try_from(node.uid).ok(),
+        u32::try_from(node.gid).ok(),
+    );
+    if let Some(modified) = system_time(&node.mtime) {
+        // restic records a missing access time as year 1, which some file systems refuse.
+        let accessed = system_time(&node.atime)
+            .filter(|t| *t >= UNIX_EPOCH)
+            .unwrap_or(modified);
+        let times = FileTimes::new()
+            .set_accessed(accessed)
+            .set_modified(modified);
+        fs::File::open(dir)
+            .and_then(|f| f.set_times(times))
+            .map_err(io)?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(node.unix_mode())).map_err(io)
 }
 
-fn set_times(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let times = FileTimes::new()
-        .set_accessed(meta.accessed().map_err(io)?)
-        .set_modified(meta.modified().map_err(io)?);
-    fs::File::open(path)
-        .and_then(|f| f.set_times(times))
-        .map_err(io)
+/// An RFC 3339 time from restic, with its nanoseconds.
+fn system_time(text: &str) -> Option<SystemTime> {
+    let time: jiff::Timestamp = text.parse().ok()?;
+    Some(SystemTime::from(time))
 }
 
 async fn restore_to_s3(
@@ -272,6 +262,7 @@ async fn restore_to_s3(
     command
         .arg("--repo")
         .arg(ctx.restic.repository())
+        .args(["--retry-lock", LOCK_WAIT])
         .args(["dump", "--archive", "tar", &snapshot.id, path])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -405,7 +396,7 @@ fn append_single_file<W: std::io::Write>(
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(node.size);
-    header.set_mode(node.mode & 0o7777);
+    header.set_mode(node.unix_mode());
     header.set_mtime(mtime);
     header.set_uid(node.uid);
     header.set_gid(node.gid);
@@ -443,6 +434,45 @@ mod tests {
         assert!(holds(&s, "/data"));
         assert!(!holds(&s, "/data/application"));
         assert!(!holds(&s, "/ns-db-0-mysql"));
+    }
+
+    #[test]
+    fn directory_path_is_restored_as_the_snapshots_subfolder() {
+        let args = restore_args("abc", "/data/app", true, Path::new("/restore/app"));
+        assert_eq!(
+            args,
+            ["restore", "abc:/data/app", "--target", "/restore/app"]
+        );
+        let whole = restore_args("abc", "/", true, Path::new("/restore/app"));
+        assert_eq!(whole, ["restore", "abc", "--target", "/restore/app"]);
+    }
+
+    #[test]
+    fn file_path_is_restored_by_name_from_its_parent() {
+        let dump = restore_args("abc", "/shop-db-0-mysql", false, Path::new("/r"));
+        assert_eq!(
+            dump,
+            [
+                "restore",
+                "abc:/",
+                "--include",
+                "/shop-db-0-mysql",
+                "--target",
+                "/r"
+            ]
+        );
+        let nested = restore_args("abc", "/data/app/a*[1]?.txt", false, Path::new("/r"));
+        assert_eq!(
+            nested,
+            [
+                "restore",
+                "abc:/data/app",
+                "--include",
+                r"/a\*\[1]\?.txt",
+                "--target",
+                "/r"
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use rusty_s3::actions::{
-    AbortMultipartUpload, CompleteMultipartUpload, CreateBucket, CreateMultipartUpload, HeadObject,
-    UploadPart,
+    AbortMultipartUpload, CompleteMultipartUpload, CreateBucket, CreateMultipartUpload, UploadPart,
 };
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use tokio::sync::mpsc;
@@ -96,23 +95,28 @@ impl RepositoryFiles {
         })
     }
 
-    /// Whether the repository's `config` file exists.
-    pub async fn has_config(&self) -> Result<bool> {
+    /// Whether the repository's `config` file exists. A GET, not a HEAD: the file is tiny,
+    /// and only a GET's answer carries S3's error code, which tells refused credentials
+    /// (that restic would retry for 15 minutes) from other refusals.
+    pub async fn config(&self) -> ConfigAnswer {
         let key = format!("{}config", self.prefix);
-        let url =
-            HeadObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNATURE_LIFETIME);
-        let response = self
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), &key)
+            .sign(SIGNATURE_LIFETIME);
+        let response = match self
             .http
-            .head(url)
+            .get(url)
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| Error::Http(format!("S3 HEAD {key}: {}", chain(&e))))?;
-        match response.status().as_u16() {
-            200 => Ok(true),
-            404 => Ok(false),
-            status => Err(Error::Http(format!("S3 HEAD {key}: status {status}"))),
-        }
+        {
+            Ok(response) => response,
+            Err(e) => return ConfigAnswer::Unknown(format!("S3 GET {key}: {}", chain(&e))),
+        };
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        config_answer(status, &body)
     }
 
     /// Names of the files in `dir` (`locks`, `snapshots`) that start with `start`, at most
@@ -140,6 +144,33 @@ impl RepositoryFiles {
             rest = &rest[end..];
         }
         Ok(names)
+    }
+}
+
+/// What S3 says about a repository's `config` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigAnswer {
+    /// It exists: so does the repository.
+    Present,
+    /// No such file or no such bucket: there is no repository (yet).
+    Absent,
+    /// S3 does not know the access key or the signature does not match: the credentials are
+    /// wrong, and restic would only retry. Carries S3's code and message.
+    CredentialsRefused(String),
+    /// Anything else; restic has to answer.
+    Unknown(String),
+}
+
+/// Reads an answer to `GET config`.
+fn config_answer(status: u16, body: &str) -> ConfigAnswer {
+    let code = xml_field(body, "Code").unwrap_or_default();
+    match (status, code.as_str()) {
+        (200, _) => ConfigAnswer::Present,
+        (404, _) => ConfigAnswer::Absent,
+        (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+            ConfigAnswer::CredentialsRefused(shorten(body))
+        }
+        _ => ConfigAnswer::Unknown(format!("S3 GET config: status {status}: {}", shorten(body))),
     }
 }
 
@@ -378,6 +409,26 @@ fn shorten(body: &str) -> String {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn config_answer_tells_absent_from_refused_credentials() {
+        assert_eq!(config_answer(200, "x"), ConfigAnswer::Present);
+        let no_bucket = "<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>";
+        assert_eq!(config_answer(404, no_bucket), ConfigAnswer::Absent);
+        let refused = "<Error><Code>InvalidAccessKeyId</Code><Message>The Access Key Id you provided does not exist in our records.</Message></Error>";
+        assert_eq!(
+            config_answer(403, refused),
+            ConfigAnswer::CredentialsRefused(
+                "InvalidAccessKeyId: The Access Key Id you provided does not exist in our records."
+                    .into()
+            )
+        );
+        let denied = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        assert!(matches!(
+            config_answer(403, denied),
+            ConfigAnswer::Unknown(_)
+        ));
+    }
 
     #[test]
     fn s3_error_document_is_shortened_to_code_and_message() {

@@ -5,13 +5,17 @@
 //! mount namespace (`unshare --mount`) in which the test's directory is bind-mounted at /data,
 //! so the host's /data is never touched (only created empty as a mount point if missing).
 //!
-//! The tools come from `scripts/setup`. When one is missing the test fails with that hint in CI
-//! (`CI` set) and is skipped with a note elsewhere.
+//! restic is the version the project pins, from `scripts/lib/build-go-tool.sh restic` (built
+//! once, then cached), or the binary `BAAS_TEST_RESTIC` names; never a `restic` found on PATH,
+//! which may be Debian's 0.14 without the exit codes and `restore <id>:<path>` the agent needs.
+//! The other tools come from `scripts/setup`. When one is missing the test fails with that
+//! hint in CI (`CI` set) and is skipped with a note elsewhere.
 #![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use baas::report::RunReport;
@@ -22,6 +26,103 @@ pub const ACCESS_KEY: &str = "baastestkey";
 pub const SECRET_KEY: &str = "baastestsecret";
 /// Repository password used unless a test sets another.
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The oldest restic the agent works with.
+const RESTIC_MINIMUM: (u32, u32) = (0, 17);
+
+/// The pinned restic, found once per test binary; `None` (skip) outside CI when it is missing.
+pub fn restic_binary() -> Option<PathBuf> {
+    static RESTIC: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match RESTIC.get_or_init(find_restic) {
+        Ok(path) => Some(path.clone()),
+        Err(hint) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("{hint}");
+            }
+            eprintln!("skipping: {hint}");
+            None
+        }
+    }
+}
+
+fn find_restic() -> Result<PathBuf, String> {
+    let path = match std::env::var_os("BAAS_TEST_RESTIC") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/build-go-tool.sh");
+            // stderr stays the test's: a first build takes minutes and says so.
+            let out = Command::new(&script)
+                .arg("restic")
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{} restic failed ({}): install Go, or set BAAS_TEST_RESTIC",
+                    script.display(),
+                    out.status
+                ));
+            }
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+    };
+    let version = Command::new(&path)
+        .arg("version")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&version.stdout);
+    let parsed = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .ok_or_else(|| format!("{} version printed {text:?}", path.display()))?;
+    if parsed < RESTIC_MINIMUM {
+        return Err(format!(
+            "{} is {}; the agent needs restic 0.17 or later",
+            path.display(),
+            text.trim()
+        ));
+    }
+    reachable_by_everyone(&path)
+}
+
+/// The cache lives under the home directory, which other users (the agent run as nobody)
+/// often cannot enter: then a copy in the temporary directory is used.
+fn reachable_by_everyone(path: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let open_to_all = |p: &Path, bits: u32| {
+        std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & bits == bits)
+    };
+    let reachable = open_to_all(path, 0o005)
+        && path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|a| open_to_all(a, 0o001));
+    if reachable {
+        return Ok(path.to_path_buf());
+    }
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("baas-test-restic-{size}"));
+    let copy = dir.join("restic");
+    if std::fs::metadata(&copy).is_ok_and(|m| m.len() == size) {
+        return Ok(copy);
+    }
+    let copy_error = |e: std::io::Error| format!("copying {} for other users: {e}", path.display());
+    std::fs::create_dir_all(&dir).map_err(copy_error)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(copy_error)?;
+    // Copy then rename: test binaries running at the same time never see half a file.
+    let partial = dir.join(format!("restic.{}", std::process::id()));
+    std::fs::copy(path, &partial).map_err(copy_error)?;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+        .map_err(copy_error)?;
+    std::fs::rename(&partial, &copy).map_err(copy_error)?;
+    Ok(copy)
+}
 
 /// Finds a tool from `env` or PATH (or `fallback`); `None` (skip) outside CI when missing.
 pub fn tool(name: &str, env: &str, fallback: Option<PathBuf>) -> Option<PathBuf> {
@@ -103,7 +204,7 @@ impl S3Server {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/baas/s3")))
             .map(|venv| venv.join("bin/rclone"));
         let rclone = tool("rclone", "BAAS_TEST_RCLONE", fallback)?;
-        tool("restic", "BAAS_TEST_RESTIC", None)?;
+        restic_binary()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut child = Command::new(rclone)
@@ -357,10 +458,23 @@ impl Agent {
         argv.push(env!("CARGO_BIN_EXE_baas").into());
         argv.push("agent".into());
         argv.extend(args.iter().map(|a| a.to_string()));
+        // The pinned restic, unless the test brings its own (a fake); its directory first on
+        // PATH too, so a `restic` that a backup command runs is the same one.
+        let mut path = std::env::var_os("PATH").unwrap_or_default();
+        let mut restic = Vec::new();
+        if !self.envs.iter().any(|(k, _)| k == "BAAS_RESTIC") {
+            let binary = restic_binary().expect("restic is available (checked by S3Server::start)");
+            if let Some(dir) = binary.parent() {
+                let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path));
+                path = std::env::join_paths(dirs.collect::<Vec<_>>()).expect("PATH joins");
+            }
+            restic.push(("BAAS_RESTIC", binary));
+        }
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PATH", path)
+            .envs(restic)
             .env("HOME", self.work.path())
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("BAAS_REPORT_FILE", &report_file)
@@ -430,23 +544,24 @@ pub fn restic_with_stdin(
 ) -> std::process::Output {
     use std::io::Write;
     let cache = std::env::temp_dir().join("baas-test-restic-cache");
-    let mut child = Command::new("restic")
-        .arg("--repo")
-        .arg(repository)
-        .args(args)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("RESTIC_CACHE_DIR", cache)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("restic starts");
+    let mut child =
+        Command::new(restic_binary().expect("restic is available (checked by S3Server::start)"))
+            .arg("--repo")
+            .arg(repository)
+            .args(args)
+            .env("RESTIC_PASSWORD", PASSWORD)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("RESTIC_CACHE_DIR", cache)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("restic starts");
     if let Some(data) = stdin {
         let mut input = child.stdin.take().expect("stdin piped");
         input.write_all(data).expect("restic reads stdin");
