@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes control-plane binaries (etcd, kube-apiserver,
-# kube-controller-manager) from the Go module proxy and caches them.
+# Builds the Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet) from the Go module proxy and caches them.
 #
 #   scripts/lib/build-k8s.sh            # build whatever is missing
 #   BAAS_BUILD_KUBECTL=1 scripts/lib/build-k8s.sh   # also build kubectl
@@ -33,7 +33,7 @@ exec 9>"$OUT/.lock"
 flock 9
 
 need=()
-for b in etcd kube-apiserver kube-controller-manager; do
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet; do
   [[ -x "$BIN/$b" ]] || need+=("$b")
 done
 if [[ "${BAAS_BUILD_KUBECTL:-0}" == 1 && ! -x "$BIN/kubectl" ]]; then need+=(kubectl); fi

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds one Go command from the Go module proxy at a pinned version and caches it, so that
+# the tests, the image and the docs all use the same binary.
+#
+#   scripts/lib/build-go-tool.sh restic                 # -> <cache>/restic-v0.18.1/restic
+#   scripts/lib/build-go-tool.sh local-path-provisioner
+#
+# Prints the path of the binary. Versions are pinned here and nowhere else.
+set -euo pipefail
+
+CACHE_DIR="${BAAS_CACHE_DIR:-$HOME/.cache/baas}"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}" CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+
+RESTIC_VERSION="${BAAS_RESTIC_VERSION:-0.18.1}"
+LOCAL_PATH_VERSION="${BAAS_LOCAL_PATH_VERSION:-0.0.30}"
+
+case "${1:-}" in
+  restic)
+    module=github.com/restic/restic version="v$RESTIC_VERSION" pkg=./cmd/restic
+    ldflags="-s -w -X main.version=$RESTIC_VERSION" ;;
+  local-path-provisioner)
+    module=github.com/rancher/local-path-provisioner version="v$LOCAL_PATH_VERSION" pkg=.
+    ldflags="-s -w -X main.VERSION=v$LOCAL_PATH_VERSION" ;;
+  *) echo "usage: $0 restic|local-path-provisioner" >&2; exit 2 ;;
+esac
+
+name="$1"
+out="$CACHE_DIR/$name-$version"
+bin="$out/$name"
+mkdir -p "$out"
+exec 9>"$out/.lock"
+flock 9
+if [[ ! -x "$bin" ]]; then
+  echo "[build-go-tool] building $name $version from $module (log: $out/build.log)" >&2
+  start=$SECONDS
+  (
+    src="$(cd "$out" && go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+    cd "$src"
+    # the module cache is read-only; build from it with its own go.mod and go.sum
+    go build -mod=mod -trimpath -ldflags "$ldflags" -o "$bin.tmp" "$pkg"
+  ) >>"$out/build.log" 2>&1 || { tail -n 30 "$out/build.log" >&2; echo "[build-go-tool] building $name failed; see $out/build.log" >&2; exit 1; }
+  mv -f "$bin.tmp" "$bin"
+  echo "[build-go-tool] built $name $version in $((SECONDS - start))s" >&2
+fi
+echo "$bin"
