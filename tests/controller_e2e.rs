@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use baas::crd::{Backup, RunState, Schedule};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -54,7 +54,11 @@ async fn schedule_tick_creates_backup_whose_job_mounts_eligible_pvcs_and_ends() 
     let client = client().await;
     let ns = format!("e2e-ctl-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    create(&namespaces, json!({"metadata": {"name": ns}})).await;
+    create(
+        &namespaces,
+        json!({"metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}),
+    )
+    .await;
 
     let endpoint =
         std::env::var("BAAS_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9900".into());
@@ -79,7 +83,31 @@ async fn schedule_tick_creates_backup_whose_job_mounts_eligible_pvcs_and_ends() 
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}}}),
     )
     .await;
-    wait_for("PVCs to be bound", Duration::from_secs(60), || async {
+    // a pod that uses both claims binds them (node-local storage binds on first use), so
+    // the exclusion below is a real choice between two bound claims
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let image = std::env::var("BAAS_TEST_BUSYBOX_IMAGE").expect("scripts/cluster env");
+    create(
+        &pods,
+        json!({"metadata": {"name": "writer"}, "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "writer", "image": image,
+                "command": ["sh", "-c", "echo kept > /mnt/data/file; echo dropped > /mnt/cache/file"],
+                "volumeMounts": [{"name": "data", "mountPath": "/mnt/data"}, {"name": "cache", "mountPath": "/mnt/cache"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                {"name": "cache", "persistentVolumeClaim": {"claimName": "cache"}}]}}),
+    )
+    .await;
+    wait_for(
+        "the writer pod to succeed",
+        Duration::from_secs(90),
+        || async {
+            let pod = pods.get("writer").await.ok()?;
+            (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+        },
+    )
+    .await;
+    wait_for("PVCs to be bound", Duration::from_secs(30), || async {
         let list = pvcs.list(&ListParams::default()).await.ok()?;
         list.items
             .iter()
@@ -151,19 +179,32 @@ async fn schedule_tick_creates_backup_whose_job_mounts_eligible_pvcs_and_ends() 
         status.state.filter(|s| s.is_terminal()).map(|_| status)
     })
     .await;
-    let ready = ended
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .expect("Ready condition");
-    assert_eq!(ready.status, "True");
+    assert_eq!(
+        ended.state,
+        Some(RunState::Succeeded),
+        "the backup did not succeed: {ended:?}"
+    );
     assert!(ended.finished_at.is_some());
-    if ended.state == Some(RunState::Succeeded) {
-        assert!(
-            ended.snapshot_id.is_some(),
-            "a successful backup names its snapshot"
-        );
-    }
+    let snapshot = ended
+        .snapshot_id
+        .clone()
+        .expect("a successful backup names its snapshot");
+    // the data is in that snapshot, read back with plain restic
+    let dump = std::process::Command::new("restic")
+        .env(
+            "RESTIC_REPOSITORY",
+            format!("s3:{endpoint}/e2e-ctl-{}", std::process::id()),
+        )
+        .env("RESTIC_PASSWORD", "e2e")
+        .args(["dump", &snapshot, "/data/data/file"])
+        .output()
+        .expect("restic runs");
+    assert_eq!(
+        String::from_utf8_lossy(&dump.stdout),
+        "kept\n",
+        "restic dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
 
     let schedule = schedules.get("every-minute").await.expect("schedule");
     let status = schedule

@@ -1,5 +1,6 @@
 //! End-to-end tests of the seed's workflow against the local cluster: the real API server
-//! with our webhook registered, the operator, Jobs run by the local node, the S3 server, the
+//! with our webhook registered, the operator installed from manifests/, Jobs run by real
+//! kubelets and containerd, the S3 server, the
 //! Pushgateway and plain `restic`.
 //!
 //! They are ignored by a plain `cargo test`; run them after `scripts/cluster up` with
@@ -11,6 +12,8 @@
 mod admission;
 #[path = "e2e/backup.rs"]
 mod backup;
+#[path = "e2e/faults.rs"]
+mod faults;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
 #[path = "e2e/harness.rs"]
@@ -23,3 +26,5 @@ mod prune;
 mod restore;
 #[path = "e2e/schedule.rs"]
 mod schedule;
+#[path = "e2e/seed.rs"]
+mod seed;

@@ -70,7 +70,7 @@ pub fn database_pod(ns: &Namespace, name: &str, command: &str, volume: Option<&s
             "annotations": {"appuio.ch/backupcommand": command},
         },
         "spec": {
-            "containers": [{"name": name, "image": "mariadb", "command": ["sleep", "3600"]}],
+            "containers": [{"name": name, "image": ns.cluster().busybox_image(), "command": ["sleep", "3600"]}],
         }
     });
     if let Some(pvc) = volume {

@@ -15,14 +15,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 /// The variables `scripts/cluster env` exports that the tests use.
-const CLUSTER_VARS: [&str; 6] = [
+const CLUSTER_VARS: [&str; 9] = [
     "KUBECONFIG",
     "BAAS_S3_ENDPOINT",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "BAAS_PUSHGATEWAY_URL",
     "BAAS_CLUSTER_DIR",
+    "BAAS_CLUSTER_NODES",
+    "BAAS_TEST_BUSYBOX_IMAGE",
+    "BAAS_TEST_MARIADB_IMAGE",
 ];
+
+/// The Pod Security level every test namespace enforces, as docs/install.md asks of users.
+pub const POD_SECURITY: &str = "baseline";
+
+/// The namespace and labels of the operator's pods, as `manifests/` installs them.
+pub const OPERATOR_NAMESPACE: &str = "baas-system";
+/// Selects the operator's pods.
+pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/component=operator";
 
 /// The password the tests store in the seed's `backup-repo` Secret.
 pub const REPO_PASSWORD: &str = "mybackupencryptionpassword";
@@ -68,8 +79,11 @@ impl Cluster {
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
-        let vars = if exported.len() == CLUSTER_VARS.len() {
-            exported
+        // the pinned restic comes first on the PATH that `env` prints
+        let vars = if exported.len() == CLUSTER_VARS.len() && std::env::var("PATH").is_ok() {
+            let mut vars = exported;
+            vars.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+            vars
         } else {
             let out = Command::new("bash")
                 .arg("-c")
@@ -109,11 +123,6 @@ impl Cluster {
     /// The Pushgateway URL.
     pub fn pushgateway(&self) -> &str {
         self.var("BAAS_PUSHGATEWAY_URL")
-    }
-
-    /// The cluster's state directory.
-    pub fn dir(&self) -> PathBuf {
-        PathBuf::from(self.var("BAAS_CLUSTER_DIR"))
     }
 
     /// A command with the cluster environment.
@@ -157,12 +166,83 @@ impl Cluster {
         self.run(cmd, stdin)
     }
 
-    /// The last `lines` lines of the operator's log.
+    /// The nodes of the cluster (`node-a node-b`).
+    pub fn nodes(&self) -> Vec<String> {
+        self.var("BAAS_CLUSTER_NODES")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The busybox image the test pods run.
+    pub fn busybox_image(&self) -> &str {
+        self.var("BAAS_TEST_BUSYBOX_IMAGE")
+    }
+
+    /// The MariaDB image (Debian's mariadb-server) of the seed's story.
+    pub fn mariadb_image(&self) -> &str {
+        self.var("BAAS_TEST_MARIADB_IMAGE")
+    }
+
+    /// The last `lines` lines of every operator pod's log, each line prefixed by its pod.
     pub fn operator_log_tail(&self, lines: usize) -> String {
-        let log = self.dir().join("logs/operator.log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let tail = format!("--tail={lines}");
+        let run = self.kubectl(
+            &[
+                "-n",
+                OPERATOR_NAMESPACE,
+                "logs",
+                "-l",
+                OPERATOR_SELECTOR,
+                "--prefix",
+                &tail,
+            ],
+            None,
+        );
+        format!("{}{}", run.stdout, run.stderr)
+    }
+
+    /// The operator pods that are not being deleted, as JSON.
+    pub fn operator_pods(&self) -> Vec<Value> {
+        let run = self.kubectl(
+            &[
+                "-n",
+                OPERATOR_NAMESPACE,
+                "get",
+                "pods",
+                "-l",
+                OPERATOR_SELECTOR,
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        assert!(run.ok, "listing the operator pods: {}", run.stderr);
+        let list: Value = serde_json::from_str(&run.stdout).expect("kubectl prints JSON");
+        list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !p["metadata"]["deletionTimestamp"].is_string())
+            .collect()
+    }
+
+    /// The pod that holds the operator's leader Lease now, if any.
+    pub fn operator_leader(&self) -> Option<String> {
+        let run = self.kubectl(
+            &[
+                "-n",
+                OPERATOR_NAMESPACE,
+                "get",
+                "lease",
+                "baas-operator",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        );
+        (run.ok && !run.stdout.trim().is_empty()).then(|| run.stdout.trim().to_string())
     }
 
     /// `curl -sf URL` (plain HTTP, e.g. the Pushgateway).
@@ -299,6 +379,9 @@ impl Namespace {
         let name = format!("e2e-{scenario}-{suffix}");
         let run = cluster.kubectl(&["create", "namespace", &name], None);
         assert!(run.ok, "creating namespace {name}: {}", run.stderr);
+        let label = format!("pod-security.kubernetes.io/enforce={POD_SECURITY}");
+        let run = cluster.kubectl(&["label", "namespace", &name, &label], None);
+        assert!(run.ok, "labelling namespace {name}: {}", run.stderr);
         let ns = Namespace {
             name,
             suffix,
@@ -394,9 +477,16 @@ impl Namespace {
     }
 
     /// A PersistentVolumeClaim, annotated `appuio.ch/backup=false` when `excluded`.
+    /// ReadWriteMany claims get the shared storage class; others the default, node-local one,
+    /// which binds when the first pod uses the claim.
     pub fn create_pvc(&self, name: &str, access_mode: &str, excluded: bool) {
         let annotations = if excluded {
             "\n  annotations:\n    appuio.ch/backup: \"false\""
+        } else {
+            ""
+        };
+        let class = if access_mode == "ReadWriteMany" {
+            "\n  storageClassName: local-shared"
         } else {
             ""
         };
@@ -405,7 +495,7 @@ impl Namespace {
 kind: PersistentVolumeClaim
 metadata:
   name: {name}{annotations}
-spec:
+spec:{class}
   accessModes: [{access_mode}]
   resources: {{requests: {{storage: 1Gi}}}}
 "
@@ -413,8 +503,14 @@ spec:
     }
 
     /// Writes `files` (`(pvc, path inside it, content)`) through a pod that mounts the PVCs
-    /// at `/mnt/<pvc>`, as an application would, and waits for it to finish.
+    /// at `/mnt/<pvc>`, as an application would, and waits for it to finish. The first use
+    /// of a node-local claim binds it to the node the pod runs on.
     pub fn write_files(&self, pod: &str, files: &[(&str, &str, &str)]) {
+        self.write_files_on(pod, None, files);
+    }
+
+    /// [`Namespace::write_files`] on a given node.
+    pub fn write_files_on(&self, pod: &str, node: Option<&str>, files: &[(&str, &str, &str)]) {
         let mut pvcs: Vec<&str> = files.iter().map(|f| f.0).collect();
         pvcs.sort_unstable();
         pvcs.dedup();
@@ -442,7 +538,7 @@ spec:
             .map(|p| serde_json::json!({"name": p, "persistentVolumeClaim": {"claimName": p}}))
             .collect();
         // kubectl takes JSON as well as YAML
-        let pod_json = serde_json::json!({
+        let mut pod_json = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": pod},
@@ -450,15 +546,43 @@ spec:
                 "restartPolicy": "Never",
                 "containers": [{
                     "name": "writer",
-                    "image": "busybox",
+                    "image": self.cluster.busybox_image(),
                     "command": ["sh", "-c", script],
                     "volumeMounts": mounts,
                 }],
                 "volumes": volumes,
             }
         });
+        if let Some(node) = node {
+            pod_json["spec"]["nodeSelector"] = serde_json::json!({"kubernetes.io/hostname": node});
+        }
         self.apply(&pod_json.to_string());
         self.wait_pod_phase(pod, "Succeeded", Duration::from_secs(60));
+    }
+
+    /// Binds a node-local claim to `node` the way its first user would: a pod on that node
+    /// mounts it and exits, leaving the claim empty.
+    pub fn bind_claim_on(&self, pvc: &str, node: &str) {
+        let pod = format!("bind-{pvc}");
+        let pod_json = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod},
+            "spec": {
+                "restartPolicy": "Never",
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [{
+                    "name": "bind",
+                    "image": self.cluster.busybox_image(),
+                    "command": ["true"],
+                    "volumeMounts": [{"name": "claim", "mountPath": "/mnt"}],
+                }],
+                "volumes": [{"name": "claim", "persistentVolumeClaim": {"claimName": pvc}}],
+            }
+        });
+        self.apply(&pod_json.to_string());
+        self.wait_pod_phase(&pod, "Succeeded", Duration::from_secs(60));
+        self.kubectl_ok(&["delete", "pod", &pod, "--wait=true"]);
     }
 
     /// Waits until a pod reaches `phase`; fails early when it ends in another phase.

@@ -185,7 +185,7 @@ fn restore_to_s3_and_to_pvc_yields_the_backed_up_bytes() {
 }
 
 /// Unpacks a `.tar.gz` with the system's tar, as a user who downloaded it would.
-fn untar(bytes: &[u8]) -> tempfile::TempDir {
+pub fn untar(bytes: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let archive = dir.path().join("restore.tar.gz");
     std::fs::write(&archive, bytes).expect("temp dir is writable");
@@ -201,14 +201,20 @@ fn untar(bytes: &[u8]) -> tempfile::TempDir {
     dir
 }
 
-/// The host directory of a PVC's volume (the local node's hostPath PersistentVolumes).
-fn host_dir_of(ns: &Namespace, pvc: &str) -> PathBuf {
+/// The directory of a PVC's volume on its node (local-path-provisioner PersistentVolumes).
+pub fn host_dir_of(ns: &Namespace, pvc: &str) -> PathBuf {
     let claim = ns.get("pvc", pvc).expect("the PVC exists");
     let volume = claim["spec"]["volumeName"]
         .as_str()
         .unwrap_or_else(|| panic!("PVC {pvc} is not bound"));
     let pv = ns.cluster().kubectl(
-        &["get", "pv", volume, "-o", "jsonpath={.spec.hostPath.path}"],
+        &[
+            "get",
+            "pv",
+            volume,
+            "-o",
+            "jsonpath={.spec.hostPath.path}{.spec.local.path}",
+        ],
         None,
     );
     assert!(pv.ok, "kubectl get pv {volume}: {}", pv.stderr);

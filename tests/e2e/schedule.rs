@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fixtures::{database_pod, seed_schedule};
-use crate::harness::{Cluster, Namespace, Repo, now_seconds, snapshot_paths, wait_for};
+use crate::harness::{
+    Cluster, Namespace, OPERATOR_NAMESPACE, Repo, now_seconds, snapshot_paths, wait_for,
+};
 
 const TICK_ANNOTATION: &str = "backup.appuio.ch/tick";
 const DUMP: &str = "CREATE TABLE t (id int);\nINSERT INTO t VALUES (42);\n";
@@ -192,14 +194,14 @@ fn seed_schedule_every_minute_backs_up_once_per_tick_and_keeps_two_runs() {
         .unwrap_or_else(|| panic!("no baas_run_success for {} in the Pushgateway", ns.name));
     assert!(success.ends_with(" 1"), "{success}");
 
-    // -- SIGKILL the operator just before the next tick and start it again after it: the
-    //    new process runs the missed tick, once
+    // -- kill the leading operator pod just before the next tick: the other replica
+    //    takes the lease over and runs the missed tick, once
     let missed_tick = (now_seconds() / 60.0).floor() as i64 * 60 + 60;
     sleep_until(missed_tick as f64 - 0.5);
-    let old_pid = kill_operator(c);
+    let old_leader = kill_operator(c);
     sleep_until(missed_tick as f64 + 1.0);
-    let new_pid = restart_operator(c);
-    assert_ne!(old_pid, new_pid, "the operator was not restarted");
+    let new_leader = restart_operator(c, &old_leader);
+    assert_ne!(old_leader, new_leader, "another replica did not take over");
     let missed_run = runs.wait_tick_finished(&ns, missed_tick);
     assert_eq!(
         missed_run["status"]["state"], "Succeeded",
@@ -210,9 +212,8 @@ fn seed_schedule_every_minute_backs_up_once_per_tick_and_keeps_two_runs() {
     // -- and right after the following tick, when its run may just have been created
     let kill_tick = missed_tick + 60;
     sleep_until(kill_tick as f64 + 0.2);
-    kill_operator(c);
-    std::thread::sleep(Duration::from_secs(1));
-    restart_operator(c);
+    let old_leader = kill_operator(c);
+    restart_operator(c, &old_leader);
 
     // -- that makes three finished runs: keepJobs 2 deletes the oldest, with its Jobs
     let third = runs.wait_tick_finished(&ns, kill_tick);
@@ -268,30 +269,51 @@ fn owned_by(object: &Value, kind: &str, name: &str) -> bool {
         .is_some_and(|refs| refs.iter().any(|r| r["kind"] == kind && r["name"] == name))
 }
 
-/// SIGKILLs the operator via its pid file; the pid.
+/// Kills the leading operator pod at once (no grace period, like a node or process crash);
+/// its name. The Deployment starts a new pod, and the other replica takes the lease over.
 fn kill_operator(c: &Cluster) -> String {
-    let pid_file = c.dir().join("run/operator.pid");
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
-        .trim()
-        .to_string();
-    let mut kill = c.command("kill");
-    kill.args(["-KILL", &pid]);
-    let run = c.run(kill, None);
-    assert!(run.ok, "kill -KILL {pid}: {}", run.stderr);
-    pid
+    let leader = wait_for(
+        "an operator pod holding the lease",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || c.operator_leader(),
+    );
+    let run = c.kubectl(
+        &[
+            "-n",
+            OPERATOR_NAMESPACE,
+            "delete",
+            "pod",
+            &leader,
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        ],
+        None,
+    );
+    assert!(run.ok, "deleting the leader pod {leader}: {}", run.stderr);
+    leader
 }
 
-/// `scripts/cluster up` with the binary this test was built with (no cargo build while
-/// cargo test runs); the new operator's pid.
-fn restart_operator(c: &Cluster) -> String {
-    let mut up = c.command("scripts/cluster");
-    up.arg("up")
-        .env("BAAS_OPERATOR_BIN", env!("CARGO_BIN_EXE_baas"));
-    let run = c.run(up, None);
-    assert!(run.ok, "scripts/cluster up failed: {}", run.stderr);
-    std::fs::read_to_string(c.dir().join("run/operator.pid"))
-        .expect("up writes the operator's pid")
-        .trim()
-        .to_string()
+/// Waits until both replicas run again and one of them, not `old`, holds the lease; its name.
+fn restart_operator(c: &Cluster, old: &str) -> String {
+    wait_for(
+        "two operator pods and a new leader",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let ready = c
+                .operator_pods()
+                .iter()
+                .filter(|p| {
+                    p["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count();
+            let leader = c.operator_leader()?;
+            (ready == 2 && leader != old).then_some(leader)
+        },
+    )
 }
