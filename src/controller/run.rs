@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -682,8 +682,18 @@ async fn ensure_rbac(ctx: &Context, namespace: &str) -> Result<()> {
         .lock()
         .map(|set| set.contains(namespace))
         .unwrap_or(false);
+    // A namespace deleted and created again under the same name has lost the agent's
+    // ServiceAccount, and its Jobs could never start a pod. One read per run tells; the
+    // three writes happen only when it is gone.
     if done {
-        return Ok(());
+        let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+        if accounts
+            .get_opt(job::AGENT_SERVICE_ACCOUNT)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
     }
     super::rbac::apply_agent_rbac(&ctx.client, namespace).await?;
     if let Ok(mut set) = ctx.rbac_done.lock() {

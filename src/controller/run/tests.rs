@@ -812,4 +812,84 @@ mod mocked {
         assert_eq!(action, Action::await_change());
         server.await.expect("mock server");
     }
+
+    /// Answers with a Kubernetes `Status` error, as the API server does for a missing object.
+    fn respond_not_found(send: tower_test::mock::SendResponse<Response<Body>>) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": "NotFound", "code": 404, "message": "not found"});
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(serde_json::to_vec(&status).expect("json")))
+                .expect("response"),
+        );
+    }
+
+    async fn expect_agent_rbac_applied(handle: &mut Handle) {
+        for expected in [
+            "serviceaccounts/baas-agent",
+            "roles/baas-agent",
+            "rolebindings/baas-agent",
+        ] {
+            let (method, uri, body, send) = next(handle).await;
+            assert_eq!(method, http::Method::PATCH, "{uri}");
+            assert!(uri.contains(expected), "{uri}");
+            respond(send, &body);
+        }
+    }
+
+    fn context_with_rbac_done(namespace: &str) -> (Arc<Context>, Handle) {
+        let (ctx, handle) = context();
+        ctx.rbac_done
+            .lock()
+            .expect("not poisoned")
+            .insert(namespace.to_string());
+        (ctx, handle)
+    }
+
+    #[tokio::test]
+    async fn namespace_created_again_under_its_name_gets_the_agent_account_again() {
+        let (ctx, mut handle) = context_with_rbac_done("team");
+        let server = tokio::spawn(async move {
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::GET);
+            assert!(
+                uri.starts_with("/api/v1/namespaces/team/serviceaccounts/baas-agent"),
+                "{uri}"
+            );
+            respond_not_found(send);
+            expect_agent_rbac_applied(&mut handle).await;
+        });
+        super::super::ensure_rbac(&ctx, "team")
+            .await
+            .expect("agent RBAC applied");
+        // the client goes away, so a mock still waiting for a request fails instead of hanging
+        drop(ctx);
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn namespace_whose_agent_account_exists_costs_one_read() {
+        let (ctx, mut handle) = context_with_rbac_done("team");
+        let server = tokio::spawn(async move {
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::GET, "{uri}");
+            respond(
+                send,
+                &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": "baas-agent", "namespace": "team"}}),
+            );
+            // no further request may come
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(200), handle.next_request())
+                    .await
+                    .is_err(),
+                "a write followed the read"
+            );
+        });
+        super::super::ensure_rbac(&ctx, "team")
+            .await
+            .expect("nothing to do");
+        server.await.expect("mock server");
+    }
 }
