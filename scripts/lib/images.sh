@@ -298,14 +298,14 @@ list() {
 }
 
 # The files that src/ includes at compile time (include_str!, include_bytes!, include!),
-# relative to the repository.
+# relative to the repository. Unit tests (tests.rs, tests/) are not part of a release build.
 compile_time_includes() {
   local file path
-  grep -rnoP --include='*.rs' 'include(_str|_bytes)?!\(\s*"\K[^"]+' "$REPO/src" \
+  grep -rnoP --include='*.rs' --exclude='tests.rs' --exclude-dir='tests' 'include(_str|_bytes)?!\(\s*"\K[^"]+' "$REPO/src" \
     | while IFS=: read -r file _ path; do
       realpath -m --relative-to="$REPO" "$(dirname "$file")/$path"
     done
-  grep -rhoP --include='*.rs' 'CARGO_MANIFEST_DIR"\)\s*,\s*"/?\K[^"]+' "$REPO/src" || true
+  grep -rhoP --include='*.rs' --exclude='tests.rs' --exclude-dir='tests' 'CARGO_MANIFEST_DIR"\)\s*,\s*"/?\K[^"]+' "$REPO/src" || true
 }
 
 # check_containerfile: fails when Containerfile's final stage differs from image/ (base suite,
