@@ -309,30 +309,42 @@ fn write_archive(
     });
     let gz = GzEncoder::new(PartWriter::new(tx), Compression::default());
     let mut builder = tar::Builder::new(gz);
+    let mut stdout = stdout;
     let archived = match &node {
-        Some(node) if node.kind != "dir" => append_single_file(&mut builder, node, stdout),
-        _ => append_tree(&mut builder, path, stdout),
+        Some(node) if node.kind != "dir" => append_single_file(&mut builder, node, &mut stdout),
+        _ => append_tree(&mut builder, path, &mut stdout),
     };
     let finished = archived.and_then(|counts| {
         let gz = builder.into_inner()?;
         gz.finish()?.finish()?;
+        // restic still writes the archive's end (tar stops reading at its first zero block)
+        // and exits; closing the pipe before would kill it with SIGPIPE.
+        std::io::copy(&mut stdout, &mut std::io::sink())?;
         Ok(counts)
     });
+    if finished.is_err() {
+        // The archive or its upload broke: restic would block on a full pipe otherwise.
+        let _ = child.kill();
+    }
+    drop(stdout);
     let status = child.wait().ok().and_then(|s| s.code());
     let stderr = stderr_reader.join().unwrap_or_default();
-    if status != Some(0) {
-        return Err(Error::Restic(format!(
+    match (finished, status) {
+        (Ok(counts), Some(0)) => Ok(counts),
+        // restic did not fail on its own (it finished, or the kill above stopped it): the
+        // archive's error is the cause.
+        (Err(e), Some(0) | None) => Err(Error::Restic(format!("writing the archive failed: {e}"))),
+        (_, status) => Err(Error::Restic(format!(
             "restic dump failed: {}",
             super::restic::explain(&stderr, "", status)
-        )));
+        ))),
     }
-    finished.map_err(|e| Error::Restic(format!("writing the archive failed: {e}")))
 }
 
 fn append_tree<W: std::io::Write>(
     builder: &mut tar::Builder<W>,
     path: &str,
-    dump: impl Read,
+    dump: &mut impl Read,
 ) -> std::io::Result<(u64, u64)> {
     let prefix = Path::new(path.trim_start_matches('/'));
     let mut archive = tar::Archive::new(dump);
@@ -377,7 +389,7 @@ fn append_tree<W: std::io::Write>(
 fn append_single_file<W: std::io::Write>(
     builder: &mut tar::Builder<W>,
     node: &Node,
-    dump: impl Read,
+    dump: &mut impl Read,
 ) -> std::io::Result<(u64, u64)> {
     let name = Path::new(&node.path)
         .file_name()
@@ -491,7 +503,7 @@ mod tests {
         }
         let source = source.into_inner().expect("in memory");
         let mut out = tar::Builder::new(Vec::new());
-        let counts = append_tree(&mut out, "/data/pvc", source.as_slice()).expect("valid tar");
+        let counts = append_tree(&mut out, "/data/pvc", &mut source.as_slice()).expect("valid tar");
         assert_eq!(counts, (2, 3));
         let out = out.into_inner().expect("in memory");
         let mut archive = tar::Archive::new(out.as_slice());
@@ -514,6 +526,71 @@ mod tests {
                 ("sub/b".to_string(), 0o640, 1_700_000_000)
             ]
         );
+    }
+
+    /// Runs `write_archive` on `script` (a stand-in for `restic dump`) and collects the
+    /// uploaded bytes.
+    fn archive_of(script: &str) -> (Result<(u64, u64)>, Vec<u8>) {
+        let (tx, mut rx) = mpsc::channel(1);
+        let uploaded = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            while let Some(chunk) = rx.blocking_recv() {
+                if let s3::Chunk::Part(part) = chunk {
+                    bytes.extend(part);
+                }
+            }
+            bytes
+        });
+        let mut command = std::process::Command::new("sh");
+        command
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let result = write_archive(command, "/", None, tx);
+        (result, uploaded.join().expect("collector"))
+    }
+
+    #[test]
+    fn archive_end_written_late_is_read_before_restic_is_waited_for() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut source = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_mode(0o644);
+        builder_append(&mut source, &mut header, "shop-db", "data");
+        // tar stops at the first zero block; restic writes the second one in its own write,
+        // which on a loaded machine comes after the reader has finished.
+        let mut first = source.into_inner().expect("in memory");
+        first.extend([0u8; 512]);
+        std::fs::write(dir.path().join("first"), &first).expect("write");
+        let script = format!(
+            "cat {0}/first && sleep 0.3 && head -c 512 /dev/zero",
+            dir.path().display()
+        );
+        let (result, uploaded) = archive_of(&script);
+        assert_eq!(result.expect("the dump succeeds"), (1, 4));
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(uploaded.as_slice()));
+        let names: Vec<String> = archive
+            .entries()
+            .expect("tar")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["shop-db"]);
+    }
+
+    #[test]
+    fn failed_dump_names_restics_error() {
+        let (result, _) = archive_of("echo 'Fatal: no snapshot found' >&2; exit 1");
+        let message = result.expect_err("the dump fails").to_string();
+        assert!(message.contains("no snapshot found"), "{message}");
+        assert!(message.contains("exit code 1"), "{message}");
     }
 
     fn builder_append(
