@@ -125,20 +125,21 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// `<base>-<suffix>` as a valid DNS label of at most 63 characters. When it would be longer,
-/// the base is cut and a hash of the whole base keeps names of different bases apart.
+/// or when the base had characters a label cannot hold (a run `a.b` beside a run `a-b`), the
+/// base is cut or rewritten and a hash of the whole base keeps names of different bases apart.
 pub fn dns_label(base: &str, suffix: &str) -> String {
     let clean: String = base
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+                c
             } else {
                 '-'
             }
         })
         .collect();
     let full = format!("{clean}-{suffix}");
-    if full.len() <= MAX_NAME {
+    if full.len() <= MAX_NAME && clean == base {
         return full;
     }
     let hash = format!("{:08x}", fnv1a64(base.as_bytes()) as u32);
@@ -489,6 +490,11 @@ fn base_env(run: &RunMeta, backend: &Backend, prom_url: Option<&str>) -> Result<
         },
         plain_env("BAAS_RUN_NAME", run.name.clone()),
     ];
+    // The Pushgateway group and the metrics' `schedule` label: without it every Schedule of
+    // a namespace would push into one group and overwrite the others.
+    if let Some(schedule) = &run.schedule {
+        env.push(plain_env("BAAS_SCHEDULE", schedule.clone()));
+    }
     if let Some(url) = prom_url.filter(|u| !u.trim().is_empty()) {
         env.push(plain_env("BAAS_PROM_URL", url.trim()));
     }

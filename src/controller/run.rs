@@ -100,7 +100,13 @@ pub fn run_meta<K: RunKind>(run: &K) -> Result<RunMeta> {
         name,
         namespace,
         uid,
-        schedule: run.labels().get(LABEL_SCHEDULE).cloned(),
+        // The owner's name: the label holds a hash for names longer than a label value.
+        schedule: run
+            .owner_references()
+            .iter()
+            .find(|o| o.kind == "Schedule")
+            .map(|o| o.name.clone())
+            .or_else(|| run.labels().get(LABEL_SCHEDULE).cloned()),
     })
 }
 
@@ -228,7 +234,19 @@ fn state_name(state: RunState) -> &'static str {
     }
 }
 
-/// Sets state, conditions and observedGeneration consistently.
+/// Condition types of a run, each one a question a user can `kubectl wait` on:
+/// - `Finished`: the run ended, whatever the outcome (wait for this one, then read `state`);
+/// - `Complete`: it ended and did everything it was asked (state `Succeeded`), as a Job's;
+/// - `Failed`: it ended without doing everything: state `Failed`, or `PartiallySucceeded`
+///   (a snapshot was written, but some files or backup commands are missing from it);
+/// - `Running`: its Jobs are running (`False` with reason `WaitingForRepository` while it
+///   waits for another run on the same repository).
+///
+/// All four are always present, so `kubectl get -o jsonpath` never finds a gap.
+pub const CONDITION_TYPES: [&str; 4] = ["Finished", "Complete", "Failed", "Running"];
+
+/// Sets state, conditions and observedGeneration consistently. `reason` is the
+/// CamelCase cause of the state (`Succeeded`, `PodsRefused`, `WaitingForRepository`, ...).
 pub fn with_state(
     mut status: RunStatus,
     state: RunState,
@@ -238,29 +256,37 @@ pub fn with_state(
     now: jiff::Timestamp,
 ) -> RunStatus {
     let terminal = state.is_terminal();
-    let ready = condition(
-        &status.conditions,
-        "Ready",
-        terminal,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    let running = condition(
-        &status.conditions,
-        "Running",
-        state == RunState::Running,
-        if state == RunState::Running {
-            "JobRunning"
-        } else {
-            reason
-        },
-        message,
-        generation,
-        now,
-    );
-    status.conditions = vec![ready, running];
+    let failed = matches!(state, RunState::Failed | RunState::PartiallySucceeded);
+    // A condition that does not hold says why with the state it is in instead.
+    let not_yet = if terminal { state_name(state) } else { reason };
+    let conditions = [
+        (terminal, if terminal { reason } else { not_yet }),
+        (
+            state == RunState::Succeeded,
+            if state == RunState::Succeeded {
+                reason
+            } else {
+                not_yet
+            },
+        ),
+        (failed, if failed { reason } else { not_yet }),
+        (
+            state == RunState::Running,
+            if state == RunState::Running {
+                "JobRunning"
+            } else {
+                not_yet
+            },
+        ),
+    ];
+    let previous = std::mem::take(&mut status.conditions);
+    status.conditions = CONDITION_TYPES
+        .iter()
+        .zip(conditions)
+        .map(|(type_, (holds, why))| {
+            condition(&previous, type_, holds, why, message, generation, now)
+        })
+        .collect();
     status.state = Some(state);
     status.observed_generation = generation;
     status.message = (!message.is_empty()).then(|| message.to_string());
@@ -498,11 +524,13 @@ pub fn finished_status(
 }
 
 /// The run's status from its Jobs: still Running while any Job runs; otherwise finished. A Job
-/// named in `previous.jobs` that no longer exists failed its part (it was deleted).
+/// named in `previous.jobs` that no longer exists failed its part (it was deleted); so did
+/// one in `refused` (Job name → why the API server refused its pods).
 pub fn status_from_jobs(
     previous: &RunStatus,
     jobs: &[Job],
     pods: &[Pod],
+    refused: &BTreeMap<String, String>,
     generation: Option<i64>,
     now: jiff::Timestamp,
     stuck_after: jiff::SignedDuration,
@@ -515,6 +543,10 @@ pub fn status_from_jobs(
                 Some(job) if job.metadata.deletion_timestamp.is_some() => {
                     JobOutcome::Failed(format!("Job {name} was deleted before it finished"))
                 }
+                Some(_) if refused.contains_key(name) => JobOutcome::Failed(format!(
+                    "Job {name} could not create its pod: {}",
+                    refused.get(name).map(String::as_str).unwrap_or_default()
+                )),
                 Some(job) => job_outcome(job, pods, now, stuck_after),
                 None => JobOutcome::Failed(format!("Job {name} was deleted before it finished")),
             };
@@ -800,8 +832,13 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 generation,
                 now,
             );
-            if apply_status(&ctx, &api, run.as_ref(), &written, &status).await? {
+            let was_waiting = previous
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Running" && c.reason == "WaitingForRepository");
+            if apply_status(&ctx, &api, run.as_ref(), &written, &status).await? && !was_waiting {
                 info!(kind = K::OP.kind(), name = %meta.name, %message, "run waits");
+                publish(&ctx, run.as_ref(), false, "WaitingForRepository", &message).await;
             }
             return Ok(Action::requeue(WAITING_RECHECK));
         }
@@ -811,7 +848,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 let status = with_state(
                     previous.clone(),
                     RunState::Failed,
-                    "Failed",
+                    "InvalidSpec",
                     &reason,
                     generation,
                     now,
@@ -833,11 +870,66 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                     created = true;
                     info!(kind = K::OP.kind(), run = %meta.name, job = %name, "created Job");
                 }
-                // Created by an earlier reconcile that the Job cache did not show yet.
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(error) => return Err(error.into()),
+                // Created by an earlier reconcile that the Job cache did not show yet, unless
+                // the name is taken by a Job of someone else.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let existing = job_api.get(&name).await?;
+                    if !existing
+                        .owner_references()
+                        .iter()
+                        .any(|o| o.uid == meta.uid)
+                    {
+                        let reason = format!(
+                            "the Job name {name} is taken by a Job this run does not own; \
+                             delete that Job or rename the run"
+                        );
+                        let status = with_state(
+                            previous.clone(),
+                            RunState::Failed,
+                            "JobNameTaken",
+                            &reason,
+                            generation,
+                            now,
+                        );
+                        apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+                        report_end(&ctx, run.as_ref(), &status).await;
+                        return Ok(Action::await_change());
+                    }
+                }
+                Err(error) => {
+                    let age = run
+                        .meta()
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| now.duration_since(t.0))
+                        .unwrap_or_default();
+                    if age <= ctx.settings.stuck_after {
+                        return Err(error.into());
+                    }
+                    // Retried for the whole start grace: the cause will not go away by itself.
+                    let cause = match &error {
+                        kube::Error::Api(status) => status.message.chars().take(300).collect(),
+                        other => other.to_string(),
+                    };
+                    let reason = format!("creating Job {name} failed: {cause}");
+                    let status = with_state(
+                        previous.clone(),
+                        RunState::Failed,
+                        "JobNotCreated",
+                        &reason,
+                        generation,
+                        now,
+                    );
+                    apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+                    report_end(&ctx, run.as_ref(), &status).await;
+                    return Ok(Action::await_change());
+                }
             }
             names.push(name);
+        }
+        if created {
+            let note = format!("created Job {}", names.join(", "));
+            publish(&ctx, run.as_ref(), false, "Started", &note).await;
         }
         if let Some(tick) = tick_of(run.as_ref()).filter(|_| created) {
             let delay = jiff::Timestamp::now().duration_since(tick).as_secs_f64();
@@ -882,10 +974,16 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     } else {
         Vec::new()
     };
+    let refused = if needs_pods(&jobs, now, ctx.settings.stuck_after) {
+        refused::refused_jobs(&ctx, &meta.namespace, &jobs, &pods, now).await?
+    } else {
+        BTreeMap::new()
+    };
     let status = status_from_jobs(
         &previous,
         &jobs,
         &pods,
+        &refused,
         generation,
         now,
         ctx.settings.stuck_after,
@@ -963,5 +1061,6 @@ pub fn schedule_run_labels(
     ])
 }
 
+mod refused;
 #[cfg(test)]
 mod tests;

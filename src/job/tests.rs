@@ -125,6 +125,25 @@ fn run_name_of_long_schedule_stays_a_dns_label_and_unique() {
 }
 
 #[test]
+fn names_that_differ_only_in_dots_get_different_jobs() {
+    // Run names may hold dots, Job names (DNS labels) may not: `a.b` must not take `a-b`'s Job.
+    let dotted = job_name("nightly.db", Operation::Backup, None);
+    let dashed = job_name("nightly-db", Operation::Backup, None);
+    assert_ne!(dotted, dashed);
+    assert_eq!(dashed, "nightly-db-backup");
+    assert!(
+        dotted.starts_with("nightly-db-") && dotted.ends_with("-backup"),
+        "{dotted}"
+    );
+    assert!(dotted.len() <= MAX_NAME);
+    let tick: jiff::Timestamp = "2026-11-26T01:00:00Z".parse().expect("ts");
+    assert_ne!(
+        run_name("a.b", Operation::Check, tick),
+        run_name("a-b", Operation::Check, tick)
+    );
+}
+
+#[test]
 fn job_names_of_nodes_differ_and_fit() {
     let a = job_name(&"x".repeat(63), Operation::Backup, Some("node-a"));
     let b = job_name(&"x".repeat(63), Operation::Backup, Some("node-b"));
@@ -318,6 +337,8 @@ fn backup_job_passes_credentials_only_as_secret_refs() {
         "metadata.namespace"
     );
     assert_eq!(env["BAAS_RUN_NAME"]["value"], "nightly-backup-202611260100");
+    // each Schedule pushes into its own Pushgateway group
+    assert_eq!(env["BAAS_SCHEDULE"]["value"], "nightly");
     assert_eq!(env["BAAS_PROM_URL"]["value"], "http://push:9091");
     assert!(!env.contains_key("BAAS_BACKUP_COMMANDS"));
     for (name, var) in &env {

@@ -82,6 +82,7 @@ fn completed_job_with_report_gives_succeeded_status_with_snapshot() {
         &running(&["r-backup"]),
         &[job("r-backup", Some(("Complete", "Completed")))],
         &[pod_terminated("r-backup", 0, "Completed", Some(message))],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -94,21 +95,97 @@ fn completed_job_with_report_gives_succeeded_status_with_snapshot() {
     );
     assert_eq!(status.duration_seconds, Some(2.5));
     assert!(status.finished_at.is_some());
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .expect("Ready");
     assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("True", "Succeeded")
+        conditions(&status),
+        [
+            ("Finished", "True", "Succeeded"),
+            ("Complete", "True", "Succeeded"),
+            ("Failed", "False", "Succeeded"),
+            ("Running", "False", "Succeeded"),
+        ]
     );
-    let running = status
+}
+
+/// (type, status, reason) of each condition.
+fn conditions(status: &RunStatus) -> Vec<(&str, &str, &str)> {
+    status
         .conditions
         .iter()
-        .find(|c| c.type_ == "Running")
-        .expect("Running");
-    assert_eq!(running.status, "False");
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect()
+}
+
+#[test]
+fn failed_run_is_finished_and_failed_never_complete() {
+    let status = with_state(
+        RunStatus::default(),
+        RunState::Failed,
+        "PodsRefused",
+        "pods are forbidden",
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+    );
+    assert_eq!(
+        conditions(&status),
+        [
+            ("Finished", "True", "PodsRefused"),
+            ("Complete", "False", "Failed"),
+            ("Failed", "True", "PodsRefused"),
+            ("Running", "False", "Failed"),
+        ]
+    );
+}
+
+#[test]
+fn partial_backup_counts_as_failed_for_waiters() {
+    let status = with_state(
+        RunStatus::default(),
+        RunState::PartiallySucceeded,
+        "PartiallySucceeded",
+        "1 of 2 Jobs succeeded",
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+    );
+    let of = |type_: &str| {
+        conditions(&status)
+            .into_iter()
+            .find(|c| c.0 == type_)
+            .map(|c| c.1.to_string())
+    };
+    assert_eq!(of("Complete").as_deref(), Some("False"));
+    assert_eq!(of("Failed").as_deref(), Some("True"));
+    assert_eq!(of("Finished").as_deref(), Some("True"));
+}
+
+#[test]
+fn waiting_and_running_runs_are_not_finished() {
+    let waiting = with_state(
+        RunStatus::default(),
+        RunState::Pending,
+        "WaitingForRepository",
+        "waiting for Prune a/p",
+        Some(1),
+        at("2026-01-01T00:05:00Z"),
+    );
+    assert_eq!(
+        conditions(&waiting),
+        [
+            ("Finished", "False", "WaitingForRepository"),
+            ("Complete", "False", "WaitingForRepository"),
+            ("Failed", "False", "WaitingForRepository"),
+            ("Running", "False", "WaitingForRepository"),
+        ]
+    );
+    let running = with_state(
+        waiting,
+        RunState::Running,
+        "JobRunning",
+        "",
+        Some(1),
+        at("2026-01-01T00:06:00Z"),
+    );
+    assert_eq!(conditions(&running)[3], ("Running", "True", "JobRunning"));
+    assert_eq!(conditions(&running)[0], ("Finished", "False", "JobRunning"));
 }
 
 #[test]
@@ -118,6 +195,7 @@ fn failed_job_with_success_report_never_shows_success() {
         &running(&["r-backup"]),
         &[job("r-backup", Some(("Failed", "BackoffLimitExceeded")))],
         &[pod_terminated("r-backup", 1, "Error", Some(message))],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -138,6 +216,7 @@ fn partial_report_stays_partial() {
             "Completed",
             Some(partial.to_termination_message()),
         )],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -152,6 +231,7 @@ fn job_past_deadline_without_report_fails_with_the_reason() {
         &running(&["r-check"]),
         &[job("r-check", Some(("Failed", "DeadlineExceeded")))],
         &[],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -174,6 +254,7 @@ fn oom_killed_agent_fails_with_oomkilled() {
         &running(&["r-prune"]),
         &[job("r-prune", Some(("Failed", "BackoffLimitExceeded")))],
         &[pod_terminated("r-prune", 137, "OOMKilled", None)],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -202,6 +283,7 @@ fn pod_stuck_on_missing_secret_fails_after_grace() {
         &running(&["r-backup"]),
         &jobs,
         &pods,
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:01:00Z"),
         STUCK,
@@ -211,6 +293,7 @@ fn pod_stuck_on_missing_secret_fails_after_grace() {
         &running(&["r-backup"]),
         &jobs,
         &pods,
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:04:00Z"),
         STUCK,
@@ -232,6 +315,7 @@ fn deleted_job_fails_the_run() {
         &running(&["r-backup"]),
         &[],
         &[],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -255,6 +339,7 @@ fn running_job_keeps_status_unchanged() {
         &previous,
         &[job("r-backup", None)],
         &[],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -275,6 +360,7 @@ fn one_of_two_jobs_failing_is_partial_and_keeps_the_snapshot() {
             pod_terminated("r-a", 0, "Completed", Some(ok)),
             pod_terminated("r-b", 1, "Error", None),
         ],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -301,6 +387,7 @@ fn planning_problem_makes_successful_backup_partial() {
         &previous,
         &[job("r-backup", Some(("Complete", "Completed")))],
         &[pod_terminated("r-backup", 0, "Completed", Some(message))],
+        &BTreeMap::new(),
         Some(1),
         at("2026-01-01T00:05:00Z"),
         STUCK,
@@ -548,6 +635,7 @@ mod mocked {
                 "/data/data"
             );
             respond(send, &job);
+            expect_event(&mut handle, "Normal", "Started").await;
             let (method, uri, patch, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::PATCH);
             assert!(uri.starts_with("/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups/nightly-backup-202601010100/status"), "{uri}");
@@ -678,6 +766,7 @@ mod mocked {
                 (http::Method::POST, "/apis/batch/v1/namespaces/team/jobs")
             );
             respond(send, &job);
+            expect_event(&mut handle, "Normal", "Started").await;
             // The next request comes from the second reconcile: no Running status came
             // between, and the Job that vanished from the cache fails the run.
             let (method, _, patch, send) = next(&mut handle).await;
@@ -810,6 +899,213 @@ mod mocked {
             .await
             .expect("reconcile");
         assert_eq!(action, Action::await_change());
+        server.await.expect("mock server");
+    }
+
+    /// Answers with a Kubernetes `Status` error of `code`.
+    fn respond_error(
+        send: tower_test::mock::SendResponse<Response<Body>>,
+        code: u16,
+        reason: &str,
+        message: &str,
+    ) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": reason, "code": code, "message": message});
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(&status).expect("json")))
+                .expect("response"),
+        );
+    }
+
+    /// Answers the planning of a backup of one ReadWriteMany claim and the agent's RBAC,
+    /// up to the Job's creation, which it returns unanswered.
+    async fn plan_until_job_create(
+        handle: &mut Handle,
+    ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+        let (_, uri, _, send) = next(handle).await;
+        assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
+        respond(
+            send,
+            &list(
+                "PersistentVolumeClaim",
+                json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
+            ),
+        );
+        let (_, uri, _, send) = next(handle).await;
+        assert!(uri.contains("/pods"), "{uri}");
+        respond(send, &list("Pod", json!([])));
+        expect_agent_rbac_applied(handle).await;
+        let (method, uri, job, send) = next(handle).await;
+        assert_eq!(method, http::Method::POST, "{uri}");
+        (job, send)
+    }
+
+    #[tokio::test]
+    async fn job_name_taken_by_a_foreign_job_fails_the_run() {
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (_, send) = plan_until_job_create(&mut handle).await;
+            respond_error(send, 409, "AlreadyExists", "jobs.batch already exists");
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::GET);
+            assert!(
+                uri.starts_with(
+                    "/apis/batch/v1/namespaces/team/jobs/nightly-backup-202601010100-backup"
+                ),
+                "{uri}"
+            );
+            respond(
+                send,
+                &json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+                    "name": "nightly-backup-202601010100-backup", "namespace": "team",
+                    "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
+                        "name": "nightly.backup-202601010100", "uid": "someone-else", "controller": true}]}}),
+            );
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Failed");
+            assert!(
+                patch["status"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("is taken by a Job this run does not own"),
+                "{patch}"
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Warning", "Failed").await;
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("mock server");
+    }
+
+    fn backup_created_ago(minutes: i64) -> Backup {
+        let mut run = backup(None);
+        run.metadata.creation_timestamp = Some(Time(
+            crate::controller::now_seconds() - jiff::SignedDuration::from_mins(minutes),
+        ));
+        run
+    }
+
+    #[tokio::test]
+    async fn job_that_cannot_be_created_is_retried_within_the_grace() {
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (_, send) = plan_until_job_create(&mut handle).await;
+            respond_error(
+                send,
+                403,
+                "Forbidden",
+                "exceeded quota: jobs, requested: count/jobs.batch=1",
+            );
+        });
+        let result = reconcile(Arc::new(backup_created_ago(1)), ctx).await;
+        assert!(result.is_err(), "{result:?}");
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn job_that_cannot_be_created_past_the_grace_fails_the_run_with_the_cause() {
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (_, send) = plan_until_job_create(&mut handle).await;
+            respond_error(
+                send,
+                403,
+                "Forbidden",
+                "exceeded quota: jobs, requested: count/jobs.batch=1",
+            );
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Failed");
+            let message = patch["status"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("exceeded quota: jobs"), "{message}");
+            let failed = patch["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Failed").cloned())
+                .expect("Failed condition");
+            assert_eq!(
+                (failed["status"].as_str(), failed["reason"].as_str()),
+                (Some("True"), Some("JobNotCreated"))
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Warning", "Failed").await;
+        });
+        let action = reconcile(Arc::new(backup_created_ago(5)), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn job_whose_pods_are_refused_fails_the_run_after_the_grace() {
+        let name = "nightly-backup-202601010100-backup";
+        let created = crate::controller::now_seconds() - jiff::SignedDuration::from_mins(4);
+        let previous = serde_json::to_value(running(&[name])).expect("json");
+        let (ctx, mut handle) = context_with(filled_stores(vec![cached_job(name, created, 0)]));
+        let refusal = "Error creating: pods \"nightly-backup-202601010100-backup-x7k2p\" is forbidden: \
+                       violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false";
+        let server = tokio::spawn(async move {
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.starts_with("/api/v1/namespaces/team/pods?"), "{uri}");
+            respond(send, &list("Pod", json!([])));
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.starts_with("/api/v1/namespaces/team/events?"), "{uri}");
+            assert!(uri.contains("reason%3DFailedCreate"), "{uri}");
+            respond(
+                send,
+                &list(
+                    "Event",
+                    json!([{"metadata": {"name": "e1", "namespace": "team"},
+                        "involvedObject": {"kind": "Job", "name": name},
+                        "reason": "FailedCreate", "message": refusal,
+                        "lastTimestamp": created.to_string()}]),
+                ),
+            );
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Failed");
+            let message = patch["status"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("violates PodSecurity"), "{message}");
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Warning", "Failed").await;
+            // the Job that would otherwise sit until its deadline goes
+            let (method, uri, _, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::DELETE);
+            assert!(uri.contains(name), "{uri}");
+            respond(
+                send,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            );
+        });
+        let action = reconcile(Arc::new(backup(Some(previous))), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn young_job_without_pods_is_left_to_start() {
+        let name = "nightly-backup-202601010100-backup";
+        let created = crate::controller::now_seconds() - jiff::SignedDuration::from_mins(1);
+        let previous = serde_json::to_value(running(&[name])).expect("json");
+        let (ctx, mut handle) = context_with(filled_stores(vec![cached_job(name, created, 0)]));
+        let server = tokio::spawn(async move {
+            assert!(
+                handle.next_request().await.is_none(),
+                "no request while the Job is young"
+            );
+        });
+        let action = reconcile(Arc::new(backup(Some(previous))), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(RUNNING_RECHECK));
         server.await.expect("mock server");
     }
 
