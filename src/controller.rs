@@ -285,6 +285,24 @@ pub fn requeue_after_error(error: &Error) -> Action {
     }
 }
 
+/// Drops the metrics of deleted Schedules once a minute: a deleted Schedule must not keep an
+/// old `last_successful_backup` series that fires `BaasBackupTooOld` a day later.
+async fn forget_deleted_schedules(schedules: Store<Schedule>, metrics: Metrics) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        if schedules.state().is_empty() && schedules.wait_until_ready().await.is_err() {
+            return;
+        }
+        let live = schedules
+            .state()
+            .iter()
+            .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+            .collect();
+        metrics.forget_schedules_except(&live);
+    }
+}
+
 /// `baas operator`: the webhook and the reconciler in one process.
 pub async fn run_operator(args: OperatorArgs) -> Result<()> {
     let mut registry = Registry::default();
@@ -650,6 +668,10 @@ pub async fn run_controllers(
         cluster,
     };
     tokio::spawn(stores.clone().watch_readiness());
+    tokio::spawn(forget_deleted_schedules(
+        schedules.store.clone(),
+        metrics.clone(),
+    ));
 
     let schedule_controller = Controller::for_stream(schedule_triggers, schedules.store.clone())
         .owns_stream(scheduled_backups)

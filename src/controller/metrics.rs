@@ -1,6 +1,8 @@
 //! Prometheus metrics of the reconciler, registered in the registry the operator's `/metrics`
 //! endpoint serves (shared with the webhook).
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +24,12 @@ pub struct Metrics {
     pub runs_finished: Family<Labels, Counter>,
     /// Unix time of the last Succeeded backup, by namespace and Schedule.
     pub last_successful_backup: Family<Labels, Gauge>,
+    /// Unix time a Schedule with a backup section was created: the age an alert measures
+    /// while the Schedule has never succeeded.
+    pub schedule_created: Family<Labels, Gauge>,
+    /// The (namespace, Schedule) pairs the two gauges above hold, so a deleted Schedule's
+    /// series can be removed instead of alerting forever.
+    schedules: Arc<Mutex<BTreeSet<(String, String)>>>,
     /// Seconds from a cron tick to the creation of the run's first Job.
     pub tick_to_job_seconds: Histogram,
     /// Requests sent to the Kubernetes API, by HTTP method and resource.
@@ -36,6 +44,8 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             runs_finished: Family::default(),
             last_successful_backup: Family::default(),
+            schedule_created: Family::default(),
+            schedules: Arc::default(),
             tick_to_job_seconds: Histogram::new(buckets),
             api_requests: Family::default(),
         }
@@ -68,6 +78,11 @@ impl Metrics {
             metrics.last_successful_backup.clone(),
         );
         registry.register(
+            "schedule_created_timestamp_seconds",
+            "Unix time when a Schedule with a backup section was created",
+            metrics.schedule_created.clone(),
+        );
+        registry.register(
             "tick_to_job_seconds",
             "Seconds from a cron tick to the creation of its run's first Job",
             metrics.tick_to_job_seconds.clone(),
@@ -95,6 +110,46 @@ impl Metrics {
                 ("category", category.to_string()),
             ])
             .inc();
+    }
+
+    /// Records a Schedule's backup: when it was created and, once there is one, when its last
+    /// Succeeded backup finished.
+    pub fn schedule_backup(
+        &self,
+        namespace: &str,
+        schedule: &str,
+        created: i64,
+        last_success: Option<i64>,
+    ) {
+        let labels = vec![
+            ("namespace", namespace.to_string()),
+            ("schedule", schedule.to_string()),
+        ];
+        self.schedule_created.get_or_create(&labels).set(created);
+        if let Some(success) = last_success {
+            self.last_successful_backup
+                .get_or_create(&labels)
+                .set(success);
+        }
+        if let Ok(mut known) = self.schedules.lock() {
+            known.insert((namespace.to_string(), schedule.to_string()));
+        }
+    }
+
+    /// Removes the series of every Schedule not in `live`.
+    pub fn forget_schedules_except(&self, live: &BTreeSet<(String, String)>) {
+        let Ok(mut known) = self.schedules.lock() else {
+            return;
+        };
+        for (namespace, schedule) in known.iter().filter(|k| !live.contains(*k)) {
+            let labels = vec![
+                ("namespace", namespace.clone()),
+                ("schedule", schedule.clone()),
+            ];
+            self.schedule_created.remove(&labels);
+            self.last_successful_backup.remove(&labels);
+        }
+        known.retain(|k| live.contains(k));
     }
 
     /// Counts one run that ended.
@@ -235,5 +290,48 @@ mod tests {
             text.contains("baas_reconciles_total{kind=\"Schedule\"} 1"),
             "{text}"
         );
+    }
+
+    fn exposition(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text
+    }
+
+    #[test]
+    fn schedule_that_never_succeeded_still_has_a_series_to_alert_on() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.schedule_backup("shop", "nightly", 1_700_000_000, None);
+        let text = exposition(&registry);
+        assert!(
+            text.contains(
+                "baas_schedule_created_timestamp_seconds{namespace=\"shop\",schedule=\"nightly\"} 1700000000"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("baas_last_successful_backup_timestamp_seconds{"),
+            "{text}"
+        );
+        metrics.schedule_backup("shop", "nightly", 1_700_000_000, Some(1_700_086_400));
+        assert!(
+            exposition(&registry).contains(
+                "baas_last_successful_backup_timestamp_seconds{namespace=\"shop\",schedule=\"nightly\"} 1700086400"
+            )
+        );
+    }
+
+    #[test]
+    fn deleted_schedule_loses_its_series() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.schedule_backup("shop", "nightly", 1, Some(2));
+        metrics.schedule_backup("shop", "weekly", 1, Some(2));
+        let live = BTreeSet::from([("shop".to_string(), "weekly".to_string())]);
+        metrics.forget_schedules_except(&live);
+        let text = exposition(&registry);
+        assert!(!text.contains("schedule=\"nightly\""), "{text}");
+        assert!(text.contains("schedule=\"weekly\""), "{text}");
     }
 }

@@ -485,16 +485,18 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
         } else {
             decision.next.map(Time)
         };
-        if op == Operation::Backup
-            && let Some(success) = &op_status.last_success
-        {
-            ctx.metrics
-                .last_successful_backup
-                .get_or_create(&vec![
-                    ("namespace", namespace.clone()),
-                    ("schedule", name.clone()),
-                ])
-                .set(success.0.as_second());
+        if op == Operation::Backup {
+            let created = schedule
+                .meta()
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, |t| t.0.as_second());
+            ctx.metrics.schedule_backup(
+                &namespace,
+                &name,
+                created,
+                op_status.last_success.as_ref().map(|t| t.0.as_second()),
+            );
         }
         let keep = usize::try_from(spec.keep_jobs.unwrap_or(DEFAULT_KEEP_JOBS)).unwrap_or(0);
         trim_history(&ctx, &schedule, op, &runs, keep).await?;
