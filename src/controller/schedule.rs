@@ -548,6 +548,15 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
     }
     if !problems.is_empty() {
         warn!(schedule = %name, %namespace, problems = %problems.join("; "), "invalid schedule");
+        // One Event when the Schedule becomes invalid (or invalid in another way), not one
+        // per reconcile.
+        let already = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == reason && c.message == message);
+        if !already {
+            publish(&ctx, &schedule, "InvalidSchedule", &message).await;
+        }
     }
     Ok(match wake {
         // A little past the tick, so that the tick is at or before "now" when we wake.

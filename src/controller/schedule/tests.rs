@@ -394,9 +394,45 @@ async fn invalid_cron_sets_ready_false_and_creates_nothing() {
             "{ready}"
         );
         respond(send, 200, &with_status(&patch));
+        let (request, send) = handle.next_request().await.expect("event request");
+        assert_eq!(request.method(), http::Method::POST);
+        let event = body_json(request).await;
+        assert_eq!(
+            (event["type"].as_str(), event["reason"].as_str()),
+            (Some("Warning"), Some("InvalidSchedule"))
+        );
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("spec.backup.schedule: "),
+            "{event}"
+        );
+        respond(send, 201, &event);
+        patch
     });
-    let action = reconcile(Arc::new(sched), ctx).await.expect("reconcile");
+    let action = reconcile(Arc::new(sched.clone()), ctx.clone())
+        .await
+        .expect("reconcile");
     assert_eq!(action, Action::await_change());
+    let written = server.await.expect("mock server");
+    // The same problem again: no second Event, and no write either.
+    let mut again = sched;
+    again.status = serde_json::from_value(written["status"].clone()).expect("status");
+    let (ctx, mut handle) = test_context();
+    let server = tokio::spawn(async move {
+        let more =
+            tokio::time::timeout(std::time::Duration::from_millis(200), handle.next_request())
+                .await;
+        if let Ok(Some((request, _))) = more {
+            panic!(
+                "a request followed an unchanged invalid Schedule: {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
+    });
+    reconcile(Arc::new(again), ctx).await.expect("reconcile");
     server.await.expect("mock server");
 }
 
