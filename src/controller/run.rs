@@ -152,30 +152,27 @@ impl RepoRun {
     }
 }
 
-/// The run that `me` must wait for, if any. Check and Prune need the repository alone: they
-/// wait for every active operation on it, and for an older Check or Prune that waits too (so
-/// two of them never start together). Backups and restores only wait for an active prune,
-/// which deletes data they may need.
+/// The run that `me` must wait for, if any, following the locks restic takes: `check` and
+/// `prune` lock the repository exclusively, `backup`, `restore` and `dump` share it. So a
+/// Check or Prune waits for every active run on the repository; a Backup or Restore waits
+/// for an active Check or Prune. Either also waits for an older Check or Prune that waits
+/// itself: runs start in the order they were created, so a steady stream of backups cannot
+/// starve a check or prune that queued before them.
 pub fn blocking_run<'a>(me: &RepoRun, others: &'a [RepoRun]) -> Option<&'a RepoRun> {
-    let same_repo = others
+    let exclusive = |op: Operation| matches!(op, Operation::Check | Operation::Prune);
+    let mut same_repo = others
         .iter()
         .filter(|o| o.repository == me.repository && !(o.op == me.op && o.key == me.key));
-    let mut same_repo = same_repo;
-    match me.op {
-        Operation::Backup | Operation::Restore => {
-            same_repo.find(|o| o.op == Operation::Prune && o.active())
-        }
-        Operation::Check | Operation::Prune => same_repo.find(|o| {
-            o.active()
-                || (o.waiting()
-                    && matches!(o.op, Operation::Check | Operation::Prune)
-                    && (o.created, &o.key) < (me.created, &me.key))
-        }),
-    }
+    same_repo.find(|o| {
+        let conflicts = exclusive(me.op) || exclusive(o.op);
+        let queued_before =
+            o.waiting() && exclusive(o.op) && (o.created, &o.key) < (me.created, &me.key);
+        (conflicts && o.active()) || queued_before
+    })
 }
 
-/// The runs `me` may have to wait for: a backup or restore only ever waits for a prune, so it
-/// need not look at the thousands of other backups.
+/// The runs `me` may have to wait for: a backup or restore only ever waits for a check or
+/// prune, so it need not look at the thousands of other backups.
 fn repo_runs(ctx: &Context, me: Operation) -> Vec<RepoRun> {
     fn add<K: RunKind>(runs: &mut Vec<RepoRun>, store: &Store<K>, with_jobs: &HashSet<String>) {
         runs.extend(
@@ -189,12 +186,51 @@ fn repo_runs(ctx: &Context, me: Operation) -> Vec<RepoRun> {
     let with_jobs = stores.runs_with_jobs();
     let mut runs: Vec<RepoRun> = Vec::new();
     add(&mut runs, &stores.prunes, &with_jobs);
+    add(&mut runs, &stores.checks, &with_jobs);
     if matches!(me, Operation::Check | Operation::Prune) {
         add(&mut runs, &stores.backups, &with_jobs);
-        add(&mut runs, &stores.checks, &with_jobs);
         add(&mut runs, &stores.restores, &with_jobs);
     }
     runs
+}
+
+/// The caches can lag behind the API server (a replica that just became leader, a Job created
+/// a moment ago), so before a run starts, the API server itself is asked for unfinished Jobs
+/// on the repository that conflict with it; the Job's `namespace/name` and operation if any.
+async fn live_blocker(ctx: &Context, me: &RunMeta, backend: &Backend) -> Result<Option<String>> {
+    let mut selector = format!(
+        "{}={},{}={}",
+        job::LABEL_MANAGED_BY,
+        job::MANAGER,
+        job::LABEL_REPOSITORY,
+        job::repository_label(&job::repository_url(backend)),
+    );
+    if !matches!(me.op, Operation::Check | Operation::Prune) {
+        selector.push_str(&format!(",{LABEL_OPERATION} in (check,prune)"));
+    }
+    let jobs = Api::<Job>::all(ctx.client.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    Ok(jobs
+        .items
+        .iter()
+        .find(|j| {
+            j.metadata.deletion_timestamp.is_none()
+                && !j.owner_references().iter().any(|o| o.uid == me.uid)
+                && job_condition(j, "Complete").is_none()
+                && job_condition(j, "Failed").is_none()
+        })
+        .map(|j| {
+            format!(
+                "{} Job {}/{}",
+                j.labels()
+                    .get(LABEL_OPERATION)
+                    .map(String::as_str)
+                    .unwrap_or("a"),
+                j.namespace().unwrap_or_default(),
+                j.name_any()
+            )
+        }))
 }
 
 /// A standard condition; its transition time is kept from `previous` when status and reason
@@ -818,12 +854,12 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     if previous.jobs.is_empty() {
         let me = RepoRun::from(run.as_ref(), &HashSet::new());
         let others = repo_runs(&ctx, K::OP);
-        if let Some(blocker) = blocking_run(&me, &others) {
-            let message = format!(
-                "waiting for {} {} on the same repository",
-                blocker.op.kind(),
-                blocker.key
-            );
+        let blocker = match blocking_run(&me, &others) {
+            Some(run) => Some(format!("{} {}", run.op.kind(), run.key)),
+            None => live_blocker(&ctx, &meta, run.backend()).await?,
+        };
+        if let Some(blocker) = blocker {
+            let message = format!("waiting for {blocker} on the same repository");
             let status = with_state(
                 previous.clone(),
                 RunState::Pending,

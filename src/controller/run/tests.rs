@@ -454,16 +454,8 @@ fn prune_waits_for_running_backup_on_same_repository() {
 }
 
 #[test]
-fn backup_waits_only_for_running_prune() {
+fn backup_waits_for_running_prune_not_a_finished_one() {
     let me = repo_run(Operation::Backup, "a/b", None, false, 5);
-    let check = [repo_run(
-        Operation::Check,
-        "a/c",
-        Some(RunState::Running),
-        true,
-        1,
-    )];
-    assert_eq!(blocking_run(&me, &check), None);
     let prune = [repo_run(
         Operation::Prune,
         "a/p",
@@ -492,6 +484,46 @@ fn of_two_waiting_checks_the_older_goes_first() {
         blocking_run(&newer, &all).map(|r| r.key.as_str()),
         Some("a/c1")
     );
+}
+
+#[test]
+fn backup_waits_for_a_running_check_which_locks_exclusively() {
+    let backup = repo_run(Operation::Backup, "a/b1", None, false, 5);
+    let check = repo_run(Operation::Check, "a/c1", Some(RunState::Running), true, 1);
+    assert_eq!(
+        blocking_run(&backup, std::slice::from_ref(&check)).map(|r| r.key.as_str()),
+        Some("a/c1")
+    );
+}
+
+#[test]
+fn waiting_prune_is_not_starved_by_later_backups() {
+    // The prune waits for backup b1; backup b2, created after the prune, waits for the prune.
+    let b1 = repo_run(Operation::Backup, "a/b1", Some(RunState::Running), true, 1);
+    let prune = repo_run(Operation::Prune, "a/p1", None, false, 2);
+    let b2 = repo_run(Operation::Backup, "a/b2", None, false, 3);
+    let all = [b1.clone(), prune.clone(), b2.clone()];
+    assert_eq!(
+        blocking_run(&prune, &all).map(|r| r.key.as_str()),
+        Some("a/b1")
+    );
+    assert_eq!(
+        blocking_run(&b2, &all).map(|r| r.key.as_str()),
+        Some("a/p1")
+    );
+    // a backup created before the prune does not wait for it
+    let b0 = repo_run(Operation::Backup, "a/b0", None, false, 0);
+    assert_eq!(blocking_run(&b0, &all), None);
+}
+
+#[test]
+fn backups_and_restores_share_the_repository() {
+    let b1 = repo_run(Operation::Backup, "a/b1", Some(RunState::Running), true, 1);
+    let restore = repo_run(Operation::Restore, "a/r1", None, false, 2);
+    let b2 = repo_run(Operation::Backup, "a/b2", None, false, 3);
+    let all = [b1, restore.clone(), b2.clone()];
+    assert_eq!(blocking_run(&restore, &all), None);
+    assert_eq!(blocking_run(&b2, &all), None);
 }
 
 mod mocked {
@@ -580,6 +612,18 @@ mod mocked {
         respond(send, &event);
     }
 
+    /// Takes the API server's look for conflicting Jobs on the repository; answers `jobs`.
+    async fn expect_repository_jobs(handle: &mut Handle, jobs: Value) {
+        let (method, uri, _, send) = next(handle).await;
+        assert_eq!(method, http::Method::GET);
+        assert!(uri.starts_with("/apis/batch/v1/jobs?"), "{uri}");
+        assert!(
+            uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbaas%2Cbackup.appuio.ch%2Frepository%3D"),
+            "{uri}"
+        );
+        respond(send, &list("Job", jobs));
+    }
+
     fn list(kind: &str, items: Value) -> Value {
         json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
     }
@@ -588,6 +632,7 @@ mod mocked {
     async fn new_backup_creates_its_job_and_reports_running() {
         let (ctx, mut handle) = context();
         let server = tokio::spawn(async move {
+            expect_repository_jobs(&mut handle, json!([])).await;
             let (method, uri, _, send) = next(&mut handle).await;
             assert_eq!(
                 (method, uri.split('?').next().unwrap_or_default()),
@@ -741,6 +786,7 @@ mod mocked {
     {
         let (ctx, mut handle) = context_with(filled_stores(Vec::new()));
         let server = tokio::spawn(async move {
+            expect_repository_jobs(&mut handle, json!([])).await;
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(
                 uri.starts_with("/api/v1/namespaces/team/persistentvolumeclaims"),
@@ -924,6 +970,7 @@ mod mocked {
     async fn plan_until_job_create(
         handle: &mut Handle,
     ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+        expect_repository_jobs(handle, json!([])).await;
         let (_, uri, _, send) = next(handle).await;
         assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
         respond(
@@ -940,6 +987,43 @@ mod mocked {
         let (method, uri, job, send) = next(handle).await;
         assert_eq!(method, http::Method::POST, "{uri}");
         (job, send)
+    }
+
+    #[tokio::test]
+    async fn backup_waits_for_a_running_check_the_cache_does_not_show_yet() {
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(
+                uri.contains("backup.appuio.ch%2Foperation+in+%28check%2Cprune%29"),
+                "a backup only looks for exclusive runs: {uri}"
+            );
+            respond(
+                send,
+                &list(
+                    "Job",
+                    json!([{"metadata": {"name": "weekly-check-202601010000-check", "namespace": "other",
+                        "labels": {"backup.appuio.ch/operation": "check"},
+                        "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Check",
+                            "name": "weekly-check-202601010000", "uid": "check-uid", "controller": true}]},
+                        "status": {"active": 1}}]),
+                ),
+            );
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH, "no Job may be created");
+            assert_eq!(patch["status"]["state"], "Pending");
+            assert_eq!(
+                patch["status"]["message"],
+                "waiting for check Job other/weekly-check-202601010000-check on the same repository"
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(WAITING_RECHECK));
+        server.await.expect("mock server");
     }
 
     #[tokio::test]
