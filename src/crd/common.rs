@@ -217,7 +217,10 @@ pub struct RunStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Standard conditions: `Ready` (the run has ended; reason says how) and `Running`.
+    /// Standard conditions, all four always present: `Finished` (the run ended, whatever the
+    /// outcome), `Complete` (it ended and did everything: state Succeeded), `Failed` (it ended
+    /// without doing everything: state Failed or PartiallySucceeded) and `Running` (its Jobs
+    /// run; False with reason WaitingForRepository while it waits for another run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Where the run stands: Pending, Running, Succeeded, PartiallySucceeded or Failed.
