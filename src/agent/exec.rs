@@ -97,15 +97,33 @@ fn exec_outcome(
 ) -> Result<(), String> {
     match status {
         Some(status) if status.status.as_deref() == Some("Success") => Ok(()),
-        Some(status) => Err(status
-            .message
-            .or(status.reason)
-            .unwrap_or_else(|| "the command failed".into())),
+        // The exit code from the Status' causes, never its message: kubelets put the command
+        // line into it ("error executing command [sh -c ...]"), and a backup command may
+        // hold credentials that must not reach the run's status.
+        Some(status) => Err(match exit_code(&status) {
+            Some(code) => format!("command terminated with non-zero exit code: {code}"),
+            None => format!(
+                "the exec failed: {}",
+                status.reason.as_deref().unwrap_or("no reason given")
+            ),
+        }),
         None => Err(match joined {
             Err(e) => format!("the exec stream broke: {e}"),
             Ok(()) => "the exec stream ended without an exit status".into(),
         }),
     }
+}
+
+/// The exit code an exec Status reports in its `ExitCode` cause.
+fn exit_code(status: &Status) -> Option<String> {
+    status
+        .details
+        .as_ref()?
+        .causes
+        .as_ref()?
+        .iter()
+        .find(|c| c.reason.as_deref() == Some("ExitCode"))
+        .and_then(|c| c.message.clone())
 }
 
 /// Runs commands with `sh -c` on this machine; pod and container are ignored.
@@ -206,13 +224,31 @@ mod tests {
             ..Status::default()
         };
         assert_eq!(exec_outcome(Some(status("Success", None)), Ok(())), Ok(()));
-        let failed = status(
-            "Failure",
-            Some("command terminated with non-zero exit code: exit code 2"),
-        );
+        let refused = Status {
+            reason: Some("InternalError".into()),
+            ..status("Failure", Some("container not found"))
+        };
         assert_eq!(
-            exec_outcome(Some(failed), Ok(())),
-            Err("command terminated with non-zero exit code: exit code 2".into())
+            exec_outcome(Some(refused), Ok(())),
+            Err("the exec failed: InternalError".into())
+        );
+    }
+
+    #[test]
+    fn exit_code_is_reported_without_the_command_line() {
+        // As a kubelet answers an exec whose command exited 3.
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure",
+            "reason": "NonZeroExitCode",
+            "message": "command terminated with non-zero exit code: error executing command \
+                        [sh -c mysqldump --password=hunter2 shop], exit code 3",
+            "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}
+        }))
+        .expect("status");
+        let outcome = exec_outcome(Some(status), Ok(()));
+        assert_eq!(
+            outcome,
+            Err("command terminated with non-zero exit code: 3".into())
         );
     }
 

@@ -103,5 +103,28 @@ fn seed_schedule_is_accepted_with_trimmed_crons_and_defaults() {
 
     // `kubectl get schedules` shows it with its columns
     let table = ns.kubectl_ok(&["get", "schedules"]);
-    assert!(table.contains("schedule-test"), "{table}");
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    for column in [
+        "NAME",
+        "BACKUP",
+        "LAST BACKUP",
+        "NEXT BACKUP",
+        "LAST STATE",
+        "READY",
+        "AGE",
+    ] {
+        assert!(header.contains(&column), "no {column} column: {table}");
+    }
+    let row = lines
+        .find(|l| l.starts_with("schedule-test "))
+        .unwrap_or_else(|| panic!("no row for schedule-test: {table}"));
+    // the cron, trimmed by the webhook
+    assert!(row.contains("  * * * * *  "), "{table}");
 }
