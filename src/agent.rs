@@ -141,6 +141,7 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
         AgentOp::Restore {
             snapshot,
             path,
+            claim,
             target_dir,
             s3_endpoint,
             s3_bucket,
@@ -163,7 +164,8 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
                     ));
                 }
             };
-            restore::run(&ctx, snapshot.as_deref(), path.as_deref(), &target).await
+            let wanted = restore::Wanted::new(path.as_deref(), claim.as_deref());
+            restore::run(&ctx, snapshot.as_deref(), &wanted, &target).await
         }
     }
 }

@@ -202,6 +202,10 @@ pub enum AgentOp {
         /// Part of the snapshot to restore.
         #[arg(long, env = "BAAS_RESTORE_PATH")]
         path: Option<String>,
+        /// The target PVC's name (PVC restores): without a path, `/data/<claim>` is restored
+        /// when the snapshot has it, else the whole snapshot.
+        #[arg(long, env = "BAAS_RESTORE_CLAIM")]
+        claim: Option<String>,
         /// Directory the target PVC is mounted at (PVC restores).
         #[arg(long, env = "BAAS_RESTORE_DIR")]
         target_dir: Option<PathBuf>,

@@ -695,7 +695,9 @@ pub fn build_prune_job(
 }
 
 /// The Job of a restore. A PVC target is mounted read-write at `/restore/<claimName>`, which
-/// `BAAS_RESTORE_DIR` names; S3 target credentials come as `secretKeyRef`s.
+/// `BAAS_RESTORE_DIR` names, and `BAAS_RESTORE_CLAIM` names the claim, whose `/data/<claim>`
+/// the agent restores when the Restore has no path; S3 target credentials come as
+/// `secretKeyRef`s.
 pub fn build_restore_job(
     run: &RunMeta,
     spec: &RestoreSpec,
@@ -729,6 +731,7 @@ pub fn build_restore_job(
         (None, Some(pvc)) => {
             let dir = format!("{RESTORE_DIR}/{}", pvc.claim_name);
             env.push(plain_env("BAAS_RESTORE_DIR", dir.clone()));
+            env.push(plain_env("BAAS_RESTORE_CLAIM", pvc.claim_name.clone()));
             mounts.push((pvc.claim_name.clone(), dir, false));
         }
         _ => {

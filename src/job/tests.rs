@@ -471,6 +471,7 @@ fn restore_to_pvc_mounts_claim_writable() {
     .expect("job");
     let env = env_of(&job);
     assert_eq!(env["BAAS_RESTORE_DIR"]["value"], "/restore/target");
+    assert_eq!(env["BAAS_RESTORE_CLAIM"]["value"], "target");
     assert_eq!(env["BAAS_SNAPSHOT"]["value"], "abc123");
     assert!(!env.contains_key("BAAS_RESTORE_PATH"));
     let value = serde_json::to_value(&job).expect("json");
