@@ -154,6 +154,11 @@ pub struct AgentArgs {
     /// and benchmarks without a cluster) as `sh -c` in the agent's own container.
     #[arg(long, env = "BAAS_EXEC_MODE", value_enum, default_value_t = ExecMode::Kube, global = true)]
     pub exec_mode: ExecMode,
+    /// The pod's host name as the operator made it: its Job's alone, so a lock restic took
+    /// under it and still finds at the agent's start was left by an earlier pod of the same
+    /// Job, which is gone. Trusted only when it is the host name the agent runs under.
+    #[arg(long, env = "BAAS_HOSTNAME", global = true)]
+    pub hostname: Option<String>,
     /// Where the run report goes (the container's termination message).
     #[arg(
         long,

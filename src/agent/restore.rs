@@ -109,7 +109,7 @@ pub async fn run(
     target: &Target,
 ) -> Result<RunReport> {
     ctx.restic.open(false).await?;
-    let unlocked = ctx.restic.unlock().await?;
+    let unlocked = super::locks::remove_stale(ctx).await?;
     let (snapshot, mut path) = choose_snapshot(ctx, snapshot, wanted).await?;
     let node = if path == "/" {
         None
