@@ -137,3 +137,156 @@ async fn pvc_restore_without_path_takes_the_claims_directory_else_the_whole_snap
         set(&[("data/other/readme", "other, later")])
     );
 }
+
+/// Runs restic on `repository` with the test credentials and `args`, returning stdout.
+fn restic_ok(repository: &str, args: &[&str]) -> String {
+    String::from_utf8_lossy(&support::restic(repository, args).stdout).into_owned()
+}
+
+/// Whether `restic mount` can work here: FUSE and `fusermount`.
+fn fuse_available() -> bool {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+    };
+    let ok = Path::new("/dev/fuse").exists() && (on_path("fusermount") || on_path("fusermount3"));
+    if !ok {
+        eprintln!("skipping the restic mount part: no /dev/fuse or fusermount");
+    }
+    ok
+}
+
+/// `restic mount <args> <dir>` until dropped.
+struct Mount {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    fn start(repository: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().expect("mount point");
+        let child = std::process::Command::new(support::restic_binary().expect("restic"))
+            .args(["--repo", repository, "mount"])
+            .args(args)
+            .arg(dir.path())
+            .env("RESTIC_PASSWORD", support::PASSWORD)
+            .env("AWS_ACCESS_KEY_ID", support::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", support::SECRET_KEY)
+            .env(
+                "RESTIC_CACHE_DIR",
+                std::env::temp_dir().join("baas-test-restic-cache"),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("restic mount starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !dir.path().join("hosts").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "restic mount did not serve"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Mount { child, dir }
+    }
+
+    /// The names in `<mount>/<path>`, sorted.
+    fn list(&self, path: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.dir.path().join(path))
+            .map(|entries| {
+                entries
+                    .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One backup with PVCs on two nodes is two Jobs, each writing a snapshot of host `shop`:
+/// the commands docs/restore.md gives for the manual restore find each PVC.
+#[tokio::test]
+async fn manual_restore_commands_find_every_pvc_of_a_backup_with_several_jobs() {
+    let Some(s3) = S3Server::start() else { return };
+    if !support::can_mount() {
+        return;
+    }
+    let repository = s3.repository("backups");
+    let node_a = tempfile::tempdir().expect("temp dir");
+    write(&node_a.path().join("app/index.html"), "app");
+    let node_b = tempfile::tempdir().expect("temp dir");
+    write(&node_b.path().join("db/dump.sql"), "db");
+    let app = backup(&repository, node_a.path());
+    let db = backup(&repository, node_b.path());
+
+    // restic snapshots --host shop --path /data/<pvc> --latest 1
+    for (pvc, id) in [("app", &app), ("db", &db)] {
+        let path = format!("/data/{pvc}");
+        let listed = restic_ok(
+            &repository,
+            &[
+                "snapshots",
+                "--host",
+                "shop",
+                "--path",
+                &path,
+                "--latest",
+                "1",
+                "--json",
+            ],
+        );
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).expect("JSON");
+        assert_eq!(listed.len(), 1, "{pvc}: {listed:?}");
+        assert_eq!(listed[0]["id"], id.as_str(), "{pvc}");
+    }
+
+    // restic restore latest:/data/<pvc> --host shop --path /data/<pvc> --target ./out
+    for (pvc, expected) in [("app", ("index.html", "app")), ("db", ("dump.sql", "db"))] {
+        let out = tempfile::tempdir().expect("temp dir");
+        let path = format!("/data/{pvc}");
+        let target = out.path().display().to_string();
+        restic_ok(
+            &repository,
+            &[
+                "restore",
+                &format!("latest:{path}"),
+                "--host",
+                "shop",
+                "--path",
+                &path,
+                "--target",
+                &target,
+            ],
+        );
+        assert_eq!(files(out.path()), set(&[expected]), "{pvc}");
+    }
+
+    if !fuse_available() {
+        return;
+    }
+    // Without a filter, hosts/shop/latest is the newest snapshot only: db's Job ran last.
+    let mount = Mount::start(&repository, &[]);
+    assert_eq!(mount.list("hosts/shop/latest/data"), ["db"]);
+    assert_eq!(
+        mount.list("hosts/shop").len(),
+        3,
+        "two snapshots and latest"
+    );
+    drop(mount);
+    // With --path, latest is the newest snapshot holding that PVC.
+    let mount = Mount::start(&repository, &["--host", "shop", "--path", "/data/app"]);
+    assert_eq!(mount.list("hosts/shop/latest/data/app"), ["index.html"]);
+}
