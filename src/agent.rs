@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod check;
 pub mod exec;
+pub mod locks;
 pub mod metrics;
 pub mod prune;
 pub mod restic;
@@ -42,6 +43,10 @@ pub struct Context {
     pub data_dir: PathBuf,
     /// HTTP client for S3 and the Pushgateway.
     pub http: reqwest::Client,
+    /// The pod's host name when the operator made it the Job's alone (see [`locks`]).
+    pub hostname: Option<String>,
+    /// Where the agent asks whether the run behind a lock has finished.
+    pub owners: locks::LockOwners,
 }
 
 /// How long a backup Job that must not create the repository waits for the run's first Job
@@ -114,6 +119,11 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
         run_name: args.run_name.clone(),
         data_dir: args.data_dir.clone(),
         http,
+        hostname: own_hostname(args.hostname.as_deref()),
+        owners: match args.exec_mode {
+            ExecMode::Kube => locks::LockOwners::Cluster,
+            ExecMode::Local => locks::LockOwners::Unknown,
+        },
     };
     match &args.op {
         AgentOp::Backup {
@@ -141,6 +151,7 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
         AgentOp::Restore {
             snapshot,
             path,
+            claim,
             target_dir,
             s3_endpoint,
             s3_bucket,
@@ -163,8 +174,26 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
                     ));
                 }
             };
-            restore::run(&ctx, snapshot.as_deref(), path.as_deref(), &target).await
+            let wanted = restore::Wanted::new(path.as_deref(), claim.as_deref());
+            restore::run(&ctx, snapshot.as_deref(), &wanted, &target).await
         }
+    }
+}
+
+/// The host name the operator gave the pod, when the agent really runs under it (restic
+/// records the kernel's host name, which Go reads from the same file).
+fn own_hostname(declared: Option<&str>) -> Option<String> {
+    let declared = declared.map(str::trim).filter(|h| !h.is_empty())?;
+    let actual = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    if actual.trim() == declared {
+        Some(declared.to_string())
+    } else {
+        tracing::warn!(
+            declared,
+            actual = actual.trim(),
+            "BAAS_HOSTNAME is not the host name the agent runs under; ignored"
+        );
+        None
     }
 }
 

@@ -154,6 +154,11 @@ pub struct AgentArgs {
     /// and benchmarks without a cluster) as `sh -c` in the agent's own container.
     #[arg(long, env = "BAAS_EXEC_MODE", value_enum, default_value_t = ExecMode::Kube, global = true)]
     pub exec_mode: ExecMode,
+    /// The pod's host name as the operator made it: its Job's alone, so a lock restic took
+    /// under it and still finds at the agent's start was left by an earlier pod of the same
+    /// Job, which is gone. Trusted only when it is the host name the agent runs under.
+    #[arg(long, env = "BAAS_HOSTNAME", global = true)]
+    pub hostname: Option<String>,
     /// Where the run report goes (the container's termination message).
     #[arg(
         long,
@@ -202,6 +207,10 @@ pub enum AgentOp {
         /// Part of the snapshot to restore.
         #[arg(long, env = "BAAS_RESTORE_PATH")]
         path: Option<String>,
+        /// The target PVC's name (PVC restores): without a path, `/data/<claim>` is restored
+        /// when the snapshot has it, else the whole snapshot.
+        #[arg(long, env = "BAAS_RESTORE_CLAIM")]
+        claim: Option<String>,
         /// Directory the target PVC is mounted at (PVC restores).
         #[arg(long, env = "BAAS_RESTORE_DIR")]
         target_dir: Option<PathBuf>,

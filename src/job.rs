@@ -166,6 +166,17 @@ pub fn job_name(run: &str, op: Operation, node: Option<&str>) -> String {
     }
 }
 
+/// The host name of a Job's pod. restic writes it into every lock it takes, so it names the
+/// one Job that holds a lock: the Job's name (readable in `restic list locks` output and
+/// error messages) and a hash of its namespace, run UID and name, since Job names repeat
+/// across namespaces that share a repository and across runs of the same name. The agent
+/// finds the Job by this name in its pod template and so tells a lock of a finished run from
+/// one of a live run (docs/troubleshooting.md).
+pub fn agent_hostname(run: &RunMeta, job_name: &str) -> String {
+    let identity = format!("{}/{}/{job_name}", run.namespace, run.uid);
+    dns_label(job_name, &format!("{:016x}", fnv1a64(identity.as_bytes())))
+}
+
 /// A shell command run inside a pod whose stdout goes into the backup; the JSON shape of
 /// `BAAS_BACKUP_COMMANDS`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -512,6 +523,10 @@ struct JobShape {
 
 fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSettings) -> Job {
     let labels = run_labels(run, backend);
+    let hostname = agent_hostname(run, &shape.name);
+    let mut env = shape.env;
+    // The agent trusts its host name to be its Job's alone only when the operator says so.
+    env.push(plain_env("BAAS_HOSTNAME", hostname.clone()));
     let volumes: Vec<Volume> = shape
         .mounts
         .iter()
@@ -540,7 +555,7 @@ fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSe
         name: "agent".into(),
         image: Some(settings.image.clone()),
         command: Some(vec!["baas".into(), "agent".into(), run.op.as_str().into()]),
-        env: Some(shape.env),
+        env: Some(env),
         volume_mounts: (!volume_mounts.is_empty()).then_some(volume_mounts),
         termination_message_policy: Some("File".into()),
         termination_message_path: Some("/dev/termination-log".into()),
@@ -572,6 +587,12 @@ fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSe
             // restic is not idempotent enough to retry blindly (a half-written backup is
             // reported, not repeated): the next tick is the retry.
             backoff_limit: Some(0),
+            // One pod at a time, and a replacement (should a retry ever be allowed) only once
+            // the pod before it has stopped: a lock under this Job's host name that the
+            // agent meets at its start is then never held by a live process.
+            parallelism: Some(1),
+            completions: Some(1),
+            pod_replacement_policy: Some("Failed".into()),
             active_deadline_seconds: Some(settings.active_deadline_seconds),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -581,6 +602,7 @@ fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSe
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: Some(AGENT_SERVICE_ACCOUNT.into()),
+                    hostname: Some(hostname),
                     node_name: shape.node,
                     containers: vec![container],
                     volumes: (!volumes.is_empty()).then_some(volumes),
@@ -701,7 +723,9 @@ pub fn build_prune_job(
 }
 
 /// The Job of a restore. A PVC target is mounted read-write at `/restore/<claimName>`, which
-/// `BAAS_RESTORE_DIR` names; S3 target credentials come as `secretKeyRef`s.
+/// `BAAS_RESTORE_DIR` names, and `BAAS_RESTORE_CLAIM` names the claim, whose `/data/<claim>`
+/// the agent restores when the Restore has no path; S3 target credentials come as
+/// `secretKeyRef`s.
 pub fn build_restore_job(
     run: &RunMeta,
     spec: &RestoreSpec,
@@ -735,6 +759,7 @@ pub fn build_restore_job(
         (None, Some(pvc)) => {
             let dir = format!("{RESTORE_DIR}/{}", pvc.claim_name);
             env.push(plain_env("BAAS_RESTORE_DIR", dir.clone()));
+            env.push(plain_env("BAAS_RESTORE_CLAIM", pvc.claim_name.clone()));
             mounts.push((pvc.claim_name.clone(), dir, false));
         }
         _ => {

@@ -81,7 +81,7 @@ pub async fn run<E: PodExec>(
     commands: &[BackupCommand],
 ) -> Result<RunReport> {
     ctx.restic.open(true).await?;
-    let unlocked = ctx.restic.unlock().await?;
+    let unlocked = super::locks::remove_stale(ctx).await?;
     let volumes = list_volumes(&ctx.data_dir)?;
     if volumes.is_empty() && commands.is_empty() {
         // No restic run will prove the password right: check it, or "nothing to back up"

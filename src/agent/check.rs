@@ -10,7 +10,7 @@ use crate::report::RunReport;
 pub async fn run(ctx: &Context) -> Result<RunReport> {
     // A check must not create a repository: a missing one is the finding.
     ctx.restic.open(false).await?;
-    let unlocked = ctx.restic.unlock().await?;
+    let unlocked = super::locks::remove_stale(ctx).await?;
     let finished = ctx.restic.run(["check"]).await?;
     let mut report = RunReport::default();
     if finished.code == Some(0) {

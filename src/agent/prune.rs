@@ -59,7 +59,7 @@ pub async fn run(ctx: &Context, retention_json: &str) -> Result<RunReport> {
         .map_err(|e| Error::InvalidSpec(format!("BAAS_RETENTION is not a retention: {e}")))?;
     let rules = retention_args(&retention)?;
     ctx.restic.open(false).await?;
-    let unlocked = ctx.restic.unlock().await?;
+    let unlocked = super::locks::remove_stale(ctx).await?;
     let mut args: Vec<String> = [
         "forget",
         "--json",

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::locks::Lock;
 use super::s3::{ConfigAnswer, RepositoryFiles};
 use crate::crd::Summary;
 use crate::{Error, Result};
@@ -343,13 +344,40 @@ impl Restic {
     }
 
     async fn count_locks(&self) -> Result<usize> {
+        Ok(self.lock_ids().await?.len())
+    }
+
+    /// IDs of the repository's locks.
+    pub async fn lock_ids(&self) -> Result<Vec<String>> {
         if let Some(files) = &self.files
             && let Ok(locks) = files.list("locks", "").await
         {
-            return Ok(locks.len());
+            return Ok(locks);
         }
         let out = self.run_ok(["list", "locks", "--no-lock"]).await?;
-        Ok(out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count())
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// The lock with this ID; `None` when it is gone or cannot be read.
+    pub async fn lock(&self, id: &str) -> Option<Lock> {
+        let out = self.run_ok(["cat", "lock", "--no-lock", id]).await.ok()?;
+        serde_json::from_slice(&out).ok()
+    }
+
+    /// Deletes the lock file with this ID, as `restic unlock` does for a stale one. Only
+    /// possible on S3, where the agent reaches the repository's files.
+    pub async fn remove_lock(&self, id: &str) -> Result<()> {
+        match &self.files {
+            Some(files) => files.delete("locks", id).await,
+            None => Err(Error::Restic(format!(
+                "lock {id}: the agent removes single locks only from S3 repositories"
+            ))),
+        }
     }
 
     /// Snapshots, optionally only those of `host`, oldest first.
@@ -583,8 +611,8 @@ pub fn explain(stderr_tail: &str, stdout: &str, code: Option<i32>) -> String {
     let lower = detail.to_lowercase();
     let locked = format!(
         "repository is locked by another operation, still after waiting {LOCK_WAIT} for it \
-         (a lock left by a run that died is removed by the next run once it has not been \
-         refreshed for 30 minutes)"
+         (a lock left by a finished Job of this namespace is removed by the next run at once, \
+         any other once it has not been refreshed for 30 minutes)"
     );
     let cause = if code == Some(EXIT_WRONG_PASSWORD) || lower.contains("wrong password") {
         // Never the password itself: the message ends up in the run's status.

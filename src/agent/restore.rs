@@ -2,6 +2,9 @@
 //!
 //! The snapshot is the one asked for, or else the newest of the namespace that holds the path;
 //! never the repository-wide latest. The contents of the path become the root of the target.
+//! A PVC target without a path takes `/data/<claim>` when the snapshot has it, else the whole
+//! snapshot (see [`Wanted`]); the snapshot is then the newest that holds `/data/<claim>`,
+//! since with one backup Job per node the newest snapshot may hold other claims only.
 //!
 //! - Directory: `restic restore <id>:<path> --target <dir>` (restic ≥ 0.17) writes the path's
 //!   contents straight into the target, with their modes, owners and times (nanoseconds),
@@ -27,6 +30,7 @@ use super::Context;
 use super::restic::{LOCK_WAIT, Node, Snapshot};
 use super::s3::{self, Destination, PartWriter};
 use crate::crd::{RunState, SnapshotRef, Summary};
+use crate::job::DATA_DIR;
 use crate::report::RunReport;
 use crate::{Error, Result};
 
@@ -59,27 +63,72 @@ pub fn holds(snapshot: &Snapshot, path: &str) -> bool {
         })
 }
 
+/// Which part of a snapshot a restore takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// The path the Restore names (normalized).
+    Path(String),
+    /// A PVC target without a path: `/data/<claim>` when the snapshot has it (the claim's own
+    /// backup), else the whole snapshot (a new claim of another name).
+    ClaimOrWhole(String),
+    /// The whole snapshot (an S3 target without a path).
+    Whole,
+}
+
+impl Wanted {
+    /// From the Restore's `path` and the target claim's name, as the Job passes them.
+    pub fn new(path: Option<&str>, claim: Option<&str>) -> Wanted {
+        let given = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+        match (given(path), given(claim)) {
+            (Some(path), _) => Wanted::Path(normalize_path(&path)),
+            (None, Some(claim)) => Wanted::ClaimOrWhole(format!("{DATA_DIR}/{claim}")),
+            (None, None) => Wanted::Whole,
+        }
+    }
+}
+
+/// The snapshot to restore from `snapshots` (oldest first) and the path to take from it: the
+/// newest that holds the path asked for; for [`Wanted::ClaimOrWhole`] the newest that holds
+/// the claim's directory, else the newest, whole. `None` when no snapshot fits.
+pub fn choose(snapshots: &[Snapshot], wanted: &Wanted) -> Option<(Snapshot, String)> {
+    let newest_holding = |path: &str| snapshots.iter().rev().find(|s| holds(s, path)).cloned();
+    match wanted {
+        Wanted::Path(path) => newest_holding(path).map(|s| (s, path.clone())),
+        Wanted::ClaimOrWhole(path) => newest_holding(path)
+            .map(|s| (s, path.clone()))
+            .or_else(|| snapshots.last().cloned().map(|s| (s, "/".to_string()))),
+        Wanted::Whole => snapshots.last().cloned().map(|s| (s, "/".to_string())),
+    }
+}
+
 /// Restores and reports.
 pub async fn run(
     ctx: &Context,
     snapshot: Option<&str>,
-    path: Option<&str>,
+    wanted: &Wanted,
     target: &Target,
 ) -> Result<RunReport> {
-    let path = normalize_path(path.unwrap_or("/"));
     ctx.restic.open(false).await?;
-    let unlocked = ctx.restic.unlock().await?;
-    let snapshot = choose_snapshot(ctx, snapshot, &path).await?;
+    let unlocked = super::locks::remove_stale(ctx).await?;
+    let (snapshot, mut path) = choose_snapshot(ctx, snapshot, wanted).await?;
     let node = if path == "/" {
         None
     } else {
-        Some(ctx.restic.node(&snapshot.id, &path).await?.ok_or_else(|| {
-            Error::InvalidSpec(format!(
-                "snapshot {} has no {path} (its paths: {})",
-                snapshot.short_id,
-                snapshot.paths.join(", ")
-            ))
-        })?)
+        match ctx.restic.node(&snapshot.id, &path).await? {
+            Some(node) => Some(node),
+            // Held by one of the snapshot's paths (`/data`) but absent inside it.
+            None if matches!(wanted, Wanted::ClaimOrWhole(_)) => {
+                path = "/".into();
+                None
+            }
+            None => {
+                return Err(Error::InvalidSpec(format!(
+                    "snapshot {} has no {path} (its paths: {})",
+                    snapshot.short_id,
+                    snapshot.paths.join(", ")
+                )));
+            }
+        }
     };
     let (restored_to, summary) = match target {
         Target::Dir(dir) => {
@@ -115,30 +164,39 @@ pub async fn run(
     })
 }
 
-async fn choose_snapshot(ctx: &Context, wanted: Option<&str>, path: &str) -> Result<Snapshot> {
-    if let Some(id) = wanted.map(str::trim).filter(|id| !id.is_empty()) {
+async fn choose_snapshot(
+    ctx: &Context,
+    wanted_id: Option<&str>,
+    wanted: &Wanted,
+) -> Result<(Snapshot, String)> {
+    if let Some(id) = wanted_id.map(str::trim).filter(|id| !id.is_empty()) {
         let snapshot = ctx.restic.snapshot(id).await?;
-        if !holds(&snapshot, path) {
-            return Err(Error::InvalidSpec(format!(
-                "snapshot {} does not hold {path} (its paths: {})",
-                snapshot.short_id,
-                snapshot.paths.join(", ")
-            )));
-        }
-        return Ok(snapshot);
-    }
-    ctx.restic
-        .snapshots(Some(&ctx.namespace))
-        .await?
-        .into_iter()
-        .rev()
-        .find(|s| holds(s, path))
-        .ok_or_else(|| {
+        return choose(std::slice::from_ref(&snapshot), wanted).ok_or_else(|| {
             Error::InvalidSpec(format!(
-                "no snapshot of namespace {} holds {path}",
-                ctx.namespace
+                "snapshot {} does not hold {} (its paths: {})",
+                snapshot.short_id,
+                wanted_path(wanted),
+                snapshot.paths.join(", ")
             ))
-        })
+        });
+    }
+    let snapshots = ctx.restic.snapshots(Some(&ctx.namespace)).await?;
+    choose(&snapshots, wanted).ok_or_else(|| match wanted {
+        Wanted::Path(path) => Error::InvalidSpec(format!(
+            "no snapshot of namespace {} holds {path}",
+            ctx.namespace
+        )),
+        Wanted::ClaimOrWhole(_) | Wanted::Whole => {
+            Error::InvalidSpec(format!("namespace {} has no snapshots", ctx.namespace))
+        }
+    })
+}
+
+fn wanted_path(wanted: &Wanted) -> &str {
+    match wanted {
+        Wanted::Path(path) | Wanted::ClaimOrWhole(path) => path,
+        Wanted::Whole => "/",
+    }
 }
 
 async fn restore_to_dir(
@@ -429,6 +487,40 @@ mod tests {
             hostname: "ns".into(),
             tags: vec![],
         }
+    }
+
+    fn at(mut s: Snapshot, time: &str) -> Snapshot {
+        s.time = time.into();
+        s.short_id = time.into();
+        s
+    }
+
+    #[test]
+    fn claim_without_path_takes_its_directory_from_the_newest_snapshot_holding_it() {
+        let older = at(snapshot(&["/data/app", "/data/other"]), "1");
+        let newer = at(snapshot(&["/data/other"]), "2");
+        let wanted = Wanted::new(None, Some("app"));
+        assert_eq!(wanted, Wanted::ClaimOrWhole("/data/app".into()));
+        let (chosen, path) = choose(&[older, newer.clone()], &wanted).expect("a snapshot");
+        assert_eq!(
+            (chosen.short_id.as_str(), path.as_str()),
+            ("1", "/data/app")
+        );
+        let (chosen, path) = choose(&[newer], &Wanted::new(None, Some("app"))).expect("a snapshot");
+        assert_eq!((chosen.short_id.as_str(), path.as_str()), ("2", "/"));
+    }
+
+    #[test]
+    fn given_path_wins_over_the_claim_and_must_be_held() {
+        let s = snapshot(&["/data/other"]);
+        let wanted = Wanted::new(Some("data/app/"), Some("other"));
+        assert_eq!(wanted, Wanted::Path("/data/app".into()));
+        assert_eq!(choose(std::slice::from_ref(&s), &wanted), None);
+        assert_eq!(
+            choose(&[s], &Wanted::new(None, None)).map(|(_, p)| p),
+            Some("/".into())
+        );
+        assert_eq!(choose(&[], &Wanted::new(None, Some("app"))), None);
     }
 
     #[test]

@@ -147,6 +147,23 @@ impl RepositoryFiles {
     }
 }
 
+impl RepositoryFiles {
+    /// Deletes the file `name` in `dir`; S3 answers a missing file with success too.
+    pub async fn delete(&self, dir: &str, name: &str) -> Result<()> {
+        let key = format!("{}{dir}/{name}", self.prefix);
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), &key)
+            .sign(SIGNATURE_LIFETIME);
+        send(
+            self.http.delete(url).timeout(Duration::from_secs(30)),
+            &format!("deleting {key}"),
+        )
+        .await
+        .map(drop)
+    }
+}
+
 /// What S3 says about a repository's `config` file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigAnswer {

@@ -1,5 +1,7 @@
 //! The agent's identity in each namespace that has runs: ServiceAccount `baas-agent`, a Role
-//! that lets it find PVCs and pods and exec backup commands, and the RoleBinding between them.
+//! that lets it find PVCs and pods, exec backup commands and read the namespace's Jobs (to
+//! tell a restic lock of a finished run from one of a live run), and the RoleBinding between
+//! them.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -26,12 +28,13 @@ fn meta(namespace: &str) -> ObjectMeta {
 
 /// The three objects of the agent's RBAC in `namespace`.
 pub fn agent_rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
-    let rule = |resources: &[&str], verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![String::new()]),
+    let rule_in = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
         resources: Some(resources.iter().map(|r| r.to_string()).collect()),
         verbs: verbs.iter().map(|v| v.to_string()).collect(),
         ..PolicyRule::default()
     };
+    let rule = |resources: &[&str], verbs: &[&str]| rule_in("", resources, verbs);
     let account = ServiceAccount {
         metadata: meta(namespace),
         ..ServiceAccount::default()
@@ -41,6 +44,7 @@ pub fn agent_rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
         rules: Some(vec![
             rule(&["pods", "persistentvolumeclaims"], &["get", "list"]),
             rule(&["pods/exec"], &["create", "get"]),
+            rule_in("batch", &["jobs"], &["get", "list"]),
         ]),
     };
     let binding = RoleBinding {
@@ -114,7 +118,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn agent_role_allows_exec_and_reading_pods_and_claims_only() {
+    fn agent_role_allows_exec_and_reading_pods_claims_and_jobs_only() {
         let (account, role, binding) = agent_rbac("team");
         assert_eq!(account.metadata.name.as_deref(), Some("baas-agent"));
         let rules = role.rules.expect("rules");
@@ -128,6 +132,12 @@ mod tests {
                 .any(|(res, v)| res.contains(&"pods/exec".to_string())
                     && v.contains(&"create".to_string()))
         );
+        let jobs = rules
+            .iter()
+            .find(|r| r.resources.as_deref() == Some(&["jobs".to_string()][..]))
+            .expect("a rule for Jobs");
+        assert_eq!(jobs.api_groups.as_deref(), Some(&["batch".to_string()][..]));
+        assert_eq!(jobs.verbs, ["get", "list"]);
         assert!(verbs.iter().all(|(_, v)| {
             !v.iter()
                 .any(|v| v == "delete" || v == "update" || v == "patch")

@@ -492,6 +492,7 @@ fn restore_to_pvc_mounts_claim_writable() {
     .expect("job");
     let env = env_of(&job);
     assert_eq!(env["BAAS_RESTORE_DIR"]["value"], "/restore/target");
+    assert_eq!(env["BAAS_RESTORE_CLAIM"]["value"], "target");
     assert_eq!(env["BAAS_SNAPSHOT"]["value"], "abc123");
     assert!(!env.contains_key("BAAS_RESTORE_PATH"));
     let value = serde_json::to_value(&job).expect("json");
@@ -986,6 +987,53 @@ fn every_kind_of_job() -> Vec<(&'static str, Job)> {
         build_restore_job(&restore_run, &to_s3, None, &settings).expect("restore to s3"),
     ));
     jobs
+}
+
+#[test]
+fn every_agent_job_has_a_host_name_of_its_own_and_runs_one_pod_at_a_time() {
+    let jobs = every_kind_of_job();
+    // Job name → host name; the two restores are alternatives of one run, with one name.
+    let mut hostnames = std::collections::BTreeMap::new();
+    for (kind, job) in &jobs {
+        let value = serde_json::to_value(job).expect("json");
+        let spec = &value["spec"];
+        let hostname = spec["template"]["spec"]["hostname"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{kind}: no hostname"));
+        assert!(
+            hostname.len() <= MAX_NAME
+                && hostname
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !hostname.starts_with('-')
+                && !hostname.ends_with('-'),
+            "{kind}: {hostname} is not a DNS label"
+        );
+        let name = job.metadata.name.as_deref().expect("name");
+        assert!(
+            hostname.starts_with(name),
+            "{kind}: {hostname} names its Job"
+        );
+        assert_eq!(env_of(job)["BAAS_HOSTNAME"]["value"], hostname, "{kind}");
+        hostnames.insert(name.to_string(), hostname.to_string());
+        assert_eq!(spec["parallelism"], 1, "{kind}");
+        assert_eq!(spec["completions"], 1, "{kind}");
+        assert_eq!(spec["backoffLimit"], 0, "{kind}");
+        assert_eq!(spec["podReplacementPolicy"], "Failed", "{kind}");
+    }
+    let distinct: std::collections::BTreeSet<&String> = hostnames.values().collect();
+    assert_eq!(distinct.len(), hostnames.len(), "{hostnames:?}");
+    // The same Job name in another namespace, or of another run object with that name,
+    // is another host.
+    let mut other = run(Operation::Check);
+    let check = agent_hostname(&other, "x-check");
+    other.namespace = "elsewhere".into();
+    assert_ne!(agent_hostname(&other, "x-check"), check);
+    let mut recreated = run(Operation::Check);
+    recreated.uid = "another-uid".into();
+    assert_ne!(agent_hostname(&recreated, "x-check"), check);
+    let long = agent_hostname(&run(Operation::Backup), &"a".repeat(MAX_NAME));
+    assert!(long.len() <= MAX_NAME, "{long}");
 }
 
 #[test]

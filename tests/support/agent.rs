@@ -361,6 +361,7 @@ pub struct Outcome {
 pub struct Agent {
     envs: Vec<(String, String)>,
     data: Option<PathBuf>,
+    hostname: Option<String>,
     nobody: bool,
     work: tempfile::TempDir,
 }
@@ -396,6 +397,7 @@ impl Agent {
         Agent {
             envs,
             data: None,
+            hostname: None,
             nobody: false,
             work,
         }
@@ -418,6 +420,12 @@ impl Agent {
         self
     }
 
+    /// Runs the agent under host name `name` (in a private UTS namespace), as a pod's.
+    pub fn hostname(mut self, name: &str) -> Agent {
+        self.hostname = Some(name.into());
+        self
+    }
+
     /// Runs the agent as user and group 65534 (nobody), as an unprivileged Job would.
     pub fn unprivileged(mut self) -> Agent {
         self.nobody = true;
@@ -429,6 +437,19 @@ impl Agent {
         let report_file = self.work.path().join("report.json");
         let _ = std::fs::remove_file(&report_file);
         let mut argv: Vec<String> = Vec::new();
+        if let Some(hostname) = &self.hostname {
+            argv.extend(
+                [
+                    "unshare",
+                    "--uts",
+                    "sh",
+                    "-c",
+                    r#"hostname "$0" && exec "$@""#,
+                ]
+                .map(String::from),
+            );
+            argv.push(hostname.clone());
+        }
         if let Some(data) = &self.data {
             argv.extend(
                 [
