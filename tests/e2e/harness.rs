@@ -628,6 +628,32 @@ spec:{class}
             "{kind} {name} did not succeed: {:#}",
             run["status"]
         );
+        // what `kubectl wait --for=condition=...` sees
+        let condition = |type_: &str| {
+            run["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+                .and_then(|c| c["status"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(
+            [
+                condition("Finished"),
+                condition("Complete"),
+                condition("Failed")
+            ],
+            ["True", "True", "False"],
+            "{kind} {name}: {:#}",
+            run["status"]["conditions"]
+        );
+        let waited = self.kubectl(&[
+            "wait",
+            "--for=condition=Complete",
+            &format!("{kind}/{name}"),
+            "--timeout=5s",
+        ]);
+        assert!(waited.ok, "kubectl wait for Complete: {}", waited.stderr);
         run
     }
 
