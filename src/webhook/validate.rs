@@ -165,7 +165,7 @@ impl<'a> Checker<'a> {
             }
             (None, None) => self.deny(
                 "spec.backend.repoPasswordSecretRef",
-                "required: restic cannot open the repository without its password",
+                "Required value: restic cannot open the repository without its password",
             ),
         }
         self.endpoint("spec.backend.s3.endpoint", &s3.endpoint);
@@ -411,7 +411,7 @@ fn typed<S: DeserializeOwned>(object: &Value, rules: impl FnOnce(&S) -> Verdict)
     let spec = match object.get("spec") {
         None | Some(Value::Null) if object.is_object() => {
             return Verdict {
-                denials: vec!["spec: required".into()],
+                denials: vec!["spec: Required value".into()],
                 warnings: Vec::new(),
             };
         }
@@ -534,5 +534,7 @@ pub fn bucket_problem(bucket: &str) -> Option<String> {
     Some(format!("bucket name {bucket:?} {why}"))
 }
 
+#[cfg(test)]
+mod shape_tests;
 #[cfg(test)]
 mod tests;

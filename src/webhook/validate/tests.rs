@@ -342,11 +342,9 @@ fn backup_warns_about_pvcs_it_cannot_read() {
 fn spec_of_wrong_shape_is_denied_with_field_path() {
     let mut object = seed_schedule();
     object["spec"]["backup"]["keepJobs"] = json!("ten");
-    let verdict = offline(&object);
-    assert_eq!(verdict.denials.len(), 1, "{verdict:?}");
-    assert!(
-        verdict.denials[0].starts_with("spec.backup.keepJobs: "),
-        "{verdict:?}"
+    assert_eq!(
+        offline(&object).denials,
+        ["spec.backup.keepJobs: must be an integer"]
     );
 }
 
