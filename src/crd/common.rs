@@ -33,6 +33,7 @@ pub struct Backend {
 #[serde(rename_all = "camelCase")]
 pub struct S3Spec {
     /// Absolute http(s) URL of the S3 server, for example `https://objects.example.com`.
+    /// Without user info: the credentials come from the two Secret refs.
     pub endpoint: String,
     /// Name of the bucket; restic creates it when the repository is initialised.
     pub bucket: String,
@@ -127,7 +128,8 @@ pub struct RestoreMethod {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Target {
-    /// Absolute http(s) URL of the S3 server.
+    /// Absolute http(s) URL of the S3 server, without user info: the credentials come from
+    /// the two Secret refs.
     pub endpoint: String,
     /// Name of the bucket that receives the archive; it must exist.
     pub bucket: String,

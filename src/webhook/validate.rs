@@ -486,6 +486,13 @@ pub fn endpoint_problem(endpoint: &str) -> Option<String> {
             "must not be empty; use an absolute URL such as https://objects.example.com".into(),
         );
     }
+    // Before anything that quotes the endpoint: its user info is a password.
+    if has_user_info(endpoint) {
+        return Some(
+            "must not hold user info: credentials belong in Secrets, referenced by accessKeyIDSecretRef and secretAccessKeySecretRef"
+                .into(),
+        );
+    }
     let explain = |why: &str| {
         Some(format!(
             "{endpoint:?} is not an absolute http(s) URL with a host: {why}"
@@ -509,6 +516,16 @@ pub fn endpoint_problem(endpoint: &str) -> Option<String> {
         return explain("it has a query string");
     }
     None
+}
+
+/// Whether a URL carries `user[:password]@` before its host, with or without a scheme.
+fn has_user_info(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    authority.contains('@')
 }
 
 /// Why S3 would refuse a bucket name, if it would.

@@ -359,3 +359,38 @@ fn run_update_of_spec_is_denied_but_metadata_passes() {
             .is_some_and(|m| m.starts_with("spec: a Backup is a one-shot run"))
     );
 }
+
+#[test]
+fn endpoint_with_user_info_is_denied_without_echoing_it() {
+    for endpoint in [
+        "https://backup:hunter2@objects.example.com",
+        "https://backup@objects.example.com/",
+        "backup:hunter2@objects.example.com",
+        "ftp://backup:hunter2@objects.example.com",
+        "https://backup:hunter2@objects.example.com?region=x",
+        "https://backup:hun ter2@objects.example.com",
+    ] {
+        let problem = endpoint_problem(endpoint);
+        assert_eq!(
+            problem.as_deref(),
+            Some(
+                "must not hold user info: credentials belong in Secrets, referenced by accessKeyIDSecretRef and secretAccessKeySecretRef"
+            ),
+            "{endpoint}"
+        );
+    }
+    let mut object = seed_schedule();
+    object["spec"]["backend"]["s3"]["endpoint"] =
+        json!("https://backup:hunter2@objects.example.com");
+    let message = offline(&object).message();
+    assert!(
+        message.starts_with("spec.backend.s3.endpoint: must not hold user info"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2") && !message.contains("backup:"),
+        "{message}"
+    );
+    // An @ in the path is no user info.
+    assert_eq!(endpoint_problem("https://objects.example.com/@team"), None);
+}
