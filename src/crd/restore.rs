@@ -61,7 +61,8 @@ pub struct RestoreSpec {
     pub snapshot: Option<String>,
     /// Part of the snapshot to restore, for example `/data/mypvc`; its contents become the root
     /// of the target. Default for a PVC target: `/data/<claimName>` when the snapshot has it,
-    /// else the whole snapshot.
+    /// else the whole snapshot. An absolute, clean path: no `..`, `.` or empty segments
+    /// (trailing slashes are dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// URL of a Prometheus Pushgateway that receives the metrics of this run.

@@ -334,12 +334,9 @@ pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
         );
     }
     if let Some(path) = &spec.path
-        && !path.starts_with('/')
+        && let Some(problem) = snapshot_path_problem(path)
     {
-        check.deny(
-            "spec.path",
-            format!("{path:?} must be an absolute path inside the snapshot, such as /data/mypvc"),
-        );
+        check.deny("spec.path", problem);
     }
     check.finish()
 }
@@ -526,6 +523,36 @@ fn has_user_info(url: &str) -> bool {
         .next()
         .unwrap_or_default();
     authority.contains('@')
+}
+
+/// Why a Restore's `path` cannot be restored, if it cannot. restic names a snapshot's contents
+/// by absolute paths without `.`, `..` or empty segments, so any such segment either finds
+/// nothing or climbs out of the part the user meant; trailing slashes are harmless, the agent
+/// drops them.
+pub fn snapshot_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some(format!(
+            "{path:?} must be an absolute path inside the snapshot, such as /data/mypvc"
+        ));
+    }
+    let inner = path.trim_end_matches('/');
+    let segments: Vec<&str> = inner.split('/').skip(1).collect();
+    if segments.contains(&"..") {
+        return Some(format!(
+            "{path:?} must not have \"..\" segments; name the path as the snapshot lists it, such as /data/mypvc"
+        ));
+    }
+    if segments.iter().any(|s| s.is_empty() || *s == ".") && !inner.is_empty() {
+        let clean: Vec<&str> = segments
+            .into_iter()
+            .filter(|s| !s.is_empty() && *s != ".")
+            .collect();
+        return Some(format!(
+            "{path:?} is not clean (empty or \".\" segments); write \"/{}\"",
+            clean.join("/")
+        ));
+    }
+    None
 }
 
 /// Why S3 would refuse a bucket name, if it would.

@@ -394,3 +394,50 @@ fn endpoint_with_user_info_is_denied_without_echoing_it() {
     // An @ in the path is no user info.
     assert_eq!(endpoint_problem("https://objects.example.com/@team"), None);
 }
+
+#[test]
+fn restore_path_that_can_only_go_wrong_is_denied() {
+    let with_path = |path: &str| {
+        let mut object = restore(json!({"pvc": {"claimName": "data"}}));
+        object["spec"]["path"] = json!(path);
+        offline(&object).denials
+    };
+    assert_eq!(
+        with_path("/data/../etc"),
+        [
+            "spec.path: \"/data/../etc\" must not have \"..\" segments; name the path as the snapshot lists it, such as /data/mypvc"
+        ]
+    );
+    assert_eq!(
+        with_path("/data//mypvc"),
+        [
+            "spec.path: \"/data//mypvc\" is not clean (empty or \".\" segments); write \"/data/mypvc\""
+        ]
+    );
+    assert_eq!(
+        with_path("/data/mypvc/."),
+        [
+            "spec.path: \"/data/mypvc/.\" is not clean (empty or \".\" segments); write \"/data/mypvc\""
+        ]
+    );
+    assert_eq!(
+        with_path("/./data/mypvc"),
+        [
+            "spec.path: \"/./data/mypvc\" is not clean (empty or \".\" segments); write \"/data/mypvc\""
+        ]
+    );
+    assert_eq!(
+        with_path("./data"),
+        ["spec.path: \"./data\" must be an absolute path inside the snapshot, such as /data/mypvc"]
+    );
+    // The agent drops trailing slashes, so they cannot go wrong.
+    for fine in [
+        "/",
+        "/data/mypvc",
+        "/data/mypvc/",
+        "/data/my..pvc",
+        "/data/.hidden",
+    ] {
+        assert_eq!(with_path(fine), Vec::<String>::new(), "{fine}");
+    }
+}
