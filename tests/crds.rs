@@ -142,3 +142,35 @@ fn every_field_of_every_kind_has_documentation_for_kubectl_explain() {
         );
     }
 }
+
+/// Collects the path of every string in a schema that has no `maxLength`.
+fn unbounded_strings(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+    if schema.get("type").and_then(|t| t.as_str()) == Some("string")
+        && schema.get("maxLength").is_none()
+        && schema.get("enum").is_none()
+    {
+        missing.push(path.to_string());
+    }
+    if let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) {
+        for (name, child) in properties {
+            unbounded_strings(child, &format!("{path}.{name}"), missing);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        unbounded_strings(items, &format!("{path}[]"), missing);
+    }
+}
+
+#[test]
+fn every_string_a_user_writes_has_a_max_length() {
+    for kind in baas::crd::KINDS {
+        let schema = baas::crd::strict_schema(kind).expect("schema of a known kind");
+        let mut missing = Vec::new();
+        unbounded_strings(
+            &schema["properties"]["spec"],
+            &format!("{kind}.spec"),
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "strings without maxLength: {missing:?}");
+    }
+}

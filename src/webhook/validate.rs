@@ -10,6 +10,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::lookup::{Lookups, PvcLookup, SecretInfo};
+use crate::crd::common::{
+    MAX_BUCKET_LENGTH, MAX_CRON_LENGTH, MAX_NAME_LENGTH, MAX_PATH_LENGTH, MAX_SNAPSHOT_LENGTH,
+    MAX_TAG_LENGTH, MAX_URL_LENGTH,
+};
+use crate::crd::schema::too_long;
 use crate::crd::{
     Backend, BackupSpec, CheckSpec, PruneSpec, RestoreSpec, Retention, ScheduleSpec, SecretKeyRef,
 };
@@ -77,7 +82,29 @@ impl<'a> Checker<'a> {
         self.verdict.warnings.push(format!("{path}: {sentence}"));
     }
 
+    /// Denies a string over its limit; false when it was denied, so no further rule quotes
+    /// or parses it.
+    fn within_limit(&mut self, path: &str, value: &str, limit: usize) -> bool {
+        match length_problem(value, limit) {
+            Some(problem) => {
+                self.deny(path, problem);
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn prom_url(&mut self, path: &str, url: Option<&String>) {
+        if let Some(url) = url {
+            self.within_limit(path, url, MAX_URL_LENGTH);
+        }
+    }
+
     fn schedule(&mut self, path: &str, expression: &str) {
+        // Checked first so an endless string never reaches the parser or its memo.
+        if !self.within_limit(path, expression, MAX_CRON_LENGTH) {
+            return;
+        }
         if let Some(problem) = cron_problem(expression) {
             self.deny(path, problem);
         }
@@ -138,6 +165,9 @@ impl<'a> Checker<'a> {
     }
 
     fn endpoint(&mut self, path: &str, endpoint: &str) {
+        if !self.within_limit(path, endpoint, MAX_URL_LENGTH) {
+            return;
+        }
         if let Some(problem) = endpoint_problem(endpoint) {
             self.deny(path, problem);
         }
@@ -196,8 +226,11 @@ impl<'a> Checker<'a> {
             );
         }
         for (i, tag) in retention.keep_tags.iter().flatten().enumerate() {
+            let tag_path = format!("{path}.keepTags[{i}]");
             if tag.trim().is_empty() {
-                self.deny(&format!("{path}.keepTags[{i}]"), "must not be empty");
+                self.deny(&tag_path, "must not be empty");
+            } else {
+                self.within_limit(&tag_path, tag, MAX_TAG_LENGTH);
             }
         }
     }
@@ -249,15 +282,18 @@ pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
     if let Some(backup) = &spec.backup {
         check.schedule("spec.backup.schedule", &backup.schedule);
         check.non_negative("spec.backup.keepJobs", backup.keep_jobs.map(i64::from));
+        check.prom_url("spec.backup.promURL", backup.prom_url.as_ref());
     }
     if let Some(section) = &spec.check {
         check.schedule("spec.check.schedule", &section.schedule);
         check.non_negative("spec.check.keepJobs", section.keep_jobs.map(i64::from));
+        check.prom_url("spec.check.promURL", section.prom_url.as_ref());
     }
     match &spec.prune {
         Some(prune) => {
             check.schedule("spec.prune.schedule", &prune.schedule);
             check.non_negative("spec.prune.keepJobs", prune.keep_jobs.map(i64::from));
+            check.prom_url("spec.prune.promURL", prune.prom_url.as_ref());
             check.retention("spec.prune.retention", prune.retention.as_ref());
         }
         None => check.warn(
@@ -275,6 +311,7 @@ pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
 pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
+    check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.namespace_pvcs();
     check.finish()
 }
@@ -283,6 +320,7 @@ pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
 pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
+    check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.finish()
 }
 
@@ -290,6 +328,7 @@ pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
 pub fn validate_prune(spec: &PruneSpec, ctx: Context<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
+    check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.retention("spec.retention", spec.retention.as_ref());
     check.finish()
 }
@@ -326,6 +365,7 @@ pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
         restore_target(&mut check, &pvc.claim_name);
     }
     if let Some(snapshot) = &spec.snapshot
+        && check.within_limit("spec.snapshot", snapshot, MAX_SNAPSHOT_LENGTH)
         && (snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit()))
     {
         check.deny(
@@ -334,10 +374,12 @@ pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
         );
     }
     if let Some(path) = &spec.path
+        && check.within_limit("spec.path", path, MAX_PATH_LENGTH)
         && let Some(problem) = snapshot_path_problem(path)
     {
         check.deny("spec.path", problem);
     }
+    check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.finish()
 }
 
@@ -442,11 +484,8 @@ pub fn dns_subdomain_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("must not be empty".into());
     }
-    if name.len() > 253 {
-        return Some(format!(
-            "{name:?} is longer than 253 characters ({})",
-            name.len()
-        ));
+    if let Some(problem) = length_problem(name, MAX_NAME_LENGTH) {
+        return Some(problem);
     }
     let valid_chars = name
         .chars()
@@ -465,10 +504,12 @@ pub fn secret_key_problem(key: &str) -> Option<String> {
     if key.is_empty() {
         return Some("must not be empty".into());
     }
-    let valid = key.len() <= 253
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    if let Some(problem) = length_problem(key, MAX_NAME_LENGTH) {
+        return Some(problem);
+    }
+    let valid = key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && key != "."
         && key != "..";
     (!valid).then(|| {
@@ -525,6 +566,13 @@ fn has_user_info(url: &str) -> bool {
     authority.contains('@')
 }
 
+/// Why a string is over its limit, if it is. Counted in characters, as the API server counts
+/// `maxLength`, and never quoted: it is long, and may be anything.
+pub fn length_problem(value: &str, limit: usize) -> Option<String> {
+    let length = value.chars().count();
+    (length > limit).then(|| too_long(limit as u64, length))
+}
+
 /// Why a Restore's `path` cannot be restored, if it cannot. restic names a snapshot's contents
 /// by absolute paths without `.`, `..` or empty segments, so any such segment either finds
 /// nothing or climbs out of the part the user meant; trailing slashes are harmless, the agent
@@ -557,7 +605,10 @@ pub fn snapshot_path_problem(path: &str) -> Option<String> {
 
 /// Why S3 would refuse a bucket name, if it would.
 pub fn bucket_problem(bucket: &str) -> Option<String> {
-    let why = if bucket.len() < 3 || bucket.len() > 63 {
+    if let Some(problem) = length_problem(bucket, MAX_BUCKET_LENGTH) {
+        return Some(problem);
+    }
+    let why = if bucket.len() < 3 {
         format!("must be 3 to 63 characters long, found {}", bucket.len())
     } else if let Some(c) = bucket
         .chars()

@@ -44,7 +44,7 @@ fn complete_objects() -> Vec<Value> {
                 "backend": backend(),
                 "backup": section(json!({})),
                 "check": section(json!({})),
-                "prune": section(json!({"retention": {"keepLast": 5}})),
+                "prune": section(json!({"retention": {"keepLast": 5, "keepTags": ["monthly"]}})),
                 "suspend": false
             }),
         ),
@@ -212,6 +212,75 @@ fn missing_repository_password_is_required_with_the_reason() {
         let verdict = check_object(&broken).expect("one of ours");
         assert_eq!(verdict.denials, expected, "{}", object["kind"]);
     }
+}
+
+/// Every string of `instance` that `schema` describes: its path, JSON pointer and `maxLength`
+/// (`None` when the schema sets none).
+fn strings(
+    schema: &Value,
+    instance: &Value,
+    path: &str,
+    pointer: &str,
+    out: &mut Vec<(String, String, Option<u64>)>,
+) {
+    match instance {
+        Value::String(_) => out.push((
+            path.to_string(),
+            pointer.to_string(),
+            schema["maxLength"].as_u64(),
+        )),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let (path, pointer) = (format!("{path}[{i}]"), format!("{pointer}/{i}"));
+                strings(&schema["items"], item, &path, &pointer, out);
+            }
+        }
+        Value::Object(fields) => {
+            for (name, value) in fields {
+                if let Some(child) = schema["properties"].get(name) {
+                    let path = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    strings(child, value, &path, &format!("{pointer}/{name}"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn string_over_its_limit_is_denied_alike_by_webhook_and_schema() {
+    let mut checked = 0;
+    for object in complete_objects() {
+        let kind = object["kind"].as_str().expect("a kind");
+        let schema = crate::crd::strict_schema(kind).expect("a kind of ours");
+        let mut found = Vec::new();
+        strings(
+            &schema["properties"]["spec"],
+            &object["spec"],
+            "spec",
+            "/spec",
+            &mut found,
+        );
+        for (path, pointer, limit) in found {
+            let limit = limit.unwrap_or_else(|| panic!("{kind} {path} has no maxLength"));
+            let mut long = object.clone();
+            let length = usize::try_from(limit).expect("a small limit") + 1;
+            *long.pointer_mut(&pointer).expect("found above") = json!("a".repeat(length));
+            let expected = [format!(
+                "{path}: {}",
+                crate::crd::schema::too_long(limit, length)
+            )];
+            assert_eq!(offline(&long).denials, expected, "webhook, {kind}");
+            let verdict = check_object(&long).expect("one of ours");
+            assert_eq!(verdict.denials, expected, "baas validate, {kind}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "checked only {checked} strings");
 }
 
 fn offline(object: &Value) -> Verdict {
