@@ -8,8 +8,9 @@ use serde_json::Value;
 use super::{GROUP, KINDS, VERSION, all_crds};
 
 /// The OpenAPI v3 schema of a kind, made strict: every object that lists its properties
-/// refuses unknown ones, as `kubectl apply --validate=strict` does. A misspelled field is then
-/// an error instead of being silently pruned by the API server.
+/// refuses unknown ones, as `kubectl apply --validate=strict` does, so a misspelled field is an
+/// error instead of being silently pruned by the API server; and `int32` numbers stay in their
+/// range.
 pub fn strict_schema(kind: &str) -> Option<serde_json::Value> {
     let crd = all_crds().into_iter().find(|c| c.spec.names.kind == kind)?;
     let version = crd.spec.versions.into_iter().next()?;
@@ -38,6 +39,12 @@ fn forbid_unknown_fields(schema: &mut serde_json::Value) {
         && !preserves_unknown
     {
         object.insert("additionalProperties".into(), false.into());
+    }
+    // JSON Schema knows no `int32` format, so its range is spelled out; otherwise serde refuses
+    // the number later, with no field path.
+    if object.get("format").and_then(serde_json::Value::as_str) == Some("int32") {
+        object.entry("minimum").or_insert_with(|| i32::MIN.into());
+        object.entry("maximum").or_insert_with(|| i32::MAX.into());
     }
     for (_, child) in object.iter_mut() {
         match child {
@@ -284,6 +291,15 @@ mod tests {
         for (pointer, value, expected) in cases {
             assert_eq!(problems_with(pointer, value), [expected], "{pointer}");
         }
+    }
+
+    #[test]
+    fn integer_beyond_int32_is_named_at_its_field() {
+        // serde would refuse it later with "spec: invalid value: integer ..., expected i32".
+        assert_eq!(
+            problems_with("/spec/backup/keepJobs", json!(99_999_999_999_i64)),
+            ["spec.backup.keepJobs: must be at most 2147483647"]
+        );
     }
 
     #[test]
