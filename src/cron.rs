@@ -5,7 +5,8 @@
 //!
 //! `croner` evaluates the schedule. It also accepts extensions that crontab does not (`L`, `W`,
 //! `#`, `?`, seconds and year fields), so every field is checked against crontab's grammar
-//! first, which also gives users a precise reason.
+//! first, which also gives users a precise reason. Where croner's meaning differs from cron's
+//! (when the two day fields are ANDed), cron's is used.
 
 use std::fmt;
 
@@ -134,6 +135,7 @@ pub fn parse(expression: &str) -> Result<CronSchedule, CronError> {
     let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Disallowed)
         .year(croner::parser::Year::Disallowed)
+        .dom_and_dow(days_are_anded(&five_fields))
         .build()
         .parse(&five_fields)
         .map_err(|error| fail(error.to_string()))?;
@@ -141,6 +143,18 @@ pub fn parse(expression: &str) -> Result<CronSchedule, CronError> {
         expression: trimmed.to_string(),
         cron,
     })
+}
+
+/// Whether a day must match both day of month and day of week. crontab(5) ORs the two only
+/// when both are restricted, and Vixie cron and cronie call a field unrestricted when it starts
+/// with `*`, so `*/2` counts as unrestricted. croner calls only a literal `*` unrestricted and
+/// would OR `*/2 * MON`; its AND mode gives cron's answer whenever either field starts with `*`
+/// (a literal `*` matches every day, so ANDing with it changes nothing).
+fn days_are_anded(five_fields: &str) -> bool {
+    let mut fields = five_fields.split_whitespace().skip(2);
+    let day_of_month = fields.next().unwrap_or_default();
+    let day_of_week = fields.nth(1).unwrap_or_default();
+    day_of_month.starts_with('*') || day_of_week.starts_with('*')
 }
 
 /// Checks one field against crontab's grammar and returns it with names replaced by numbers.
@@ -312,6 +326,71 @@ mod tests {
         assert_eq!(
             next("0 0 13 * FRI", "2026-11-26T00:00:00Z"),
             "2026-11-27T00:00:00Z"
+        );
+    }
+
+    // crontab(5): "If both fields are restricted (i.e., do not start with *), the command will
+    // be run when either field matches the current time." Vixie cron and cronie implement
+    // "restricted" as "the field's first character is not `*`", so `*/2` is unrestricted and
+    // the two day fields are ANDed. Calendar used below: 2026-11-26 is a Thursday; the Mondays
+    // that follow are Nov 30, Dec 7, 14, 21 and 28.
+
+    #[test]
+    fn day_of_month_step_from_star_and_weekday_must_both_match() {
+        // `*/2` over 1-31 is the odd days. Nov 30 is a Monday but even; Dec 7 is the first
+        // Monday on an odd day, and Dec 21 the next (Dec 14 is even). Nov 27, an odd Friday,
+        // must not fire: that would be the OR of the two fields.
+        assert_eq!(
+            next("0 0 */2 * MON", "2026-11-26T00:00:00Z"),
+            "2026-12-07T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 */2 * MON", "2026-12-07T00:00:00Z"),
+            "2026-12-21T00:00:00Z"
+        );
+        let schedule = parse("0 0 */2 * MON").expect("valid");
+        assert_eq!(
+            schedule
+                .latest_at_or_before(at("2026-12-20T00:00:00Z"))
+                .map(|t| t.to_string()),
+            Some("2026-12-07T00:00:00Z".into())
+        );
+    }
+
+    #[test]
+    fn weekday_step_from_star_and_day_of_month_must_both_match() {
+        // `*/2` over 0-7 is Sun, Tue, Thu and Sat. The 1st of December 2026 is a Tuesday, so
+        // it fires then; Sat Nov 28 must not (it is not the 1st).
+        assert_eq!(
+            next("0 0 1 * */2", "2026-11-26T00:00:00Z"),
+            "2026-12-01T00:00:00Z"
+        );
+        // Jan 1 2027 is a Friday, Feb 1 a Monday, Mar 1 a Monday, Apr 1 a Thursday.
+        assert_eq!(
+            next("0 0 1 * */2", "2026-12-01T00:00:00Z"),
+            "2027-04-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn both_day_fields_restricted_match_either() {
+        // The 1st, the 15th and every Monday: Mon Nov 30, Tue Dec 1, Mon Dec 7, Mon Dec 14,
+        // Tue Dec 15, in that order.
+        let mut after = "2026-11-26T00:00:00Z".to_string();
+        let mut ticks = Vec::new();
+        for _ in 0..5 {
+            after = next("0 0 1,15 * MON", &after);
+            ticks.push(after.clone());
+        }
+        assert_eq!(
+            ticks,
+            [
+                "2026-11-30T00:00:00Z",
+                "2026-12-01T00:00:00Z",
+                "2026-12-07T00:00:00Z",
+                "2026-12-14T00:00:00Z",
+                "2026-12-15T00:00:00Z",
+            ]
         );
     }
 

@@ -4,7 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Backend, RunStatus};
+use super::common::{Backend, MAX_URL_LENGTH, RunStatus};
 
 /// One backup run: every eligible PVC and backup command of the namespace, into one repository
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -56,5 +56,6 @@ pub struct BackupSpec {
     pub backend: Backend,
     /// URL of a Prometheus Pushgateway that receives the metrics of this run.
     #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub prom_url: Option<String>,
 }

@@ -4,7 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Backend, RunStatus};
+use super::common::{Backend, MAX_URL_LENGTH, RunStatus};
 
 /// One restic check of a repository
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -49,5 +49,6 @@ pub struct CheckSpec {
     pub backend: Backend,
     /// URL of a Prometheus Pushgateway that receives the metrics of this run.
     #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub prom_url: Option<String>,
 }

@@ -5,12 +5,33 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+// Upper bounds, in characters, of the strings users write into a spec: well above any value
+// that works, so they only stop pasted garbage before it is stored, parsed on every review and
+// copied into every Job. The CRD schema (`maxLength`) and the webhook enforce the same numbers.
+
+/// A cron expression; a list of all 60 minutes is about 170 characters.
+pub const MAX_CRON_LENGTH: usize = 256;
+/// An S3 endpoint or Pushgateway URL.
+pub const MAX_URL_LENGTH: usize = 2048;
+/// An S3 bucket name, as S3 itself limits it.
+pub const MAX_BUCKET_LENGTH: usize = 63;
+/// A Kubernetes object name (DNS subdomain) or Secret key.
+pub const MAX_NAME_LENGTH: usize = 253;
+/// A restic snapshot ID (64 hexadecimal digits) or a prefix of it.
+pub const MAX_SNAPSHOT_LENGTH: usize = 64;
+/// A path inside a snapshot (Linux's `PATH_MAX`).
+pub const MAX_PATH_LENGTH: usize = 4096;
+/// A restic tag.
+pub const MAX_TAG_LENGTH: usize = 256;
+
 /// A reference to one key of a Secret in the object's own namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace as this object.
+    #[schemars(length(max = MAX_NAME_LENGTH))]
     pub name: String,
     /// Key inside the Secret's data whose value is used.
+    #[schemars(length(max = MAX_NAME_LENGTH))]
     pub key: String,
 }
 
@@ -33,8 +54,11 @@ pub struct Backend {
 #[serde(rename_all = "camelCase")]
 pub struct S3Spec {
     /// Absolute http(s) URL of the S3 server, for example `https://objects.example.com`.
+    /// Without user info: the credentials come from the two Secret refs.
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub endpoint: String,
     /// Name of the bucket; restic creates it when the repository is initialised.
+    #[schemars(length(max = MAX_BUCKET_LENGTH))]
     pub bucket: String,
     /// Secret key holding the S3 access key ID.
     #[serde(rename = "accessKeyIDSecretRef")]
@@ -71,6 +95,7 @@ pub struct Retention {
     pub keep_yearly: Option<i64>,
     /// Keep every snapshot that carries one of these restic tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(length(max = MAX_TAG_LENGTH)))]
     pub keep_tags: Option<Vec<String>>,
 }
 
@@ -127,9 +152,12 @@ pub struct RestoreMethod {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Target {
-    /// Absolute http(s) URL of the S3 server.
+    /// Absolute http(s) URL of the S3 server, without user info: the credentials come from
+    /// the two Secret refs.
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub endpoint: String,
     /// Name of the bucket that receives the archive; it must exist.
+    #[schemars(length(max = MAX_BUCKET_LENGTH))]
     pub bucket: String,
     /// Secret key holding the S3 access key ID.
     #[serde(rename = "accessKeyIDSecretRef")]
@@ -143,6 +171,7 @@ pub struct S3Target {
 #[serde(rename_all = "camelCase")]
 pub struct PvcTarget {
     /// Name of an existing, writable PersistentVolumeClaim in this namespace.
+    #[schemars(length(max = MAX_NAME_LENGTH))]
     pub claim_name: String,
 }
 

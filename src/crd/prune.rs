@@ -4,7 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Backend, Retention, RunStatus};
+use super::common::{Backend, MAX_URL_LENGTH, Retention, RunStatus};
 
 /// One restic forget --prune of a repository with a retention policy
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -52,5 +52,6 @@ pub struct PruneSpec {
     pub retention: Option<Retention>,
     /// URL of a Prometheus Pushgateway that receives the metrics of this run.
     #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub prom_url: Option<String>,
 }

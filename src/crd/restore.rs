@@ -4,7 +4,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Backend, RestoreMethod, RunStatus};
+use super::common::{
+    Backend, MAX_PATH_LENGTH, MAX_SNAPSHOT_LENGTH, MAX_URL_LENGTH, RestoreMethod, RunStatus,
+};
 
 /// One restore of a snapshot, as a .tar.gz object in S3 or into a PVC
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -58,13 +60,17 @@ pub struct RestoreSpec {
     /// Snapshot ID or unique ID prefix to restore. Default: the newest snapshot of this
     /// namespace that holds `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_SNAPSHOT_LENGTH))]
     pub snapshot: Option<String>,
     /// Part of the snapshot to restore, for example `/data/mypvc`; its contents become the root
     /// of the target. Default for a PVC target: `/data/<claimName>` when the snapshot has it,
-    /// else the whole snapshot.
+    /// else the whole snapshot. An absolute, clean path: no `..`, `.` or empty segments
+    /// (trailing slashes are dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_PATH_LENGTH))]
     pub path: Option<String>,
     /// URL of a Prometheus Pushgateway that receives the metrics of this run.
     #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub prom_url: Option<String>,
 }

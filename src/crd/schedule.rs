@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Backend, Retention};
+use super::common::{Backend, MAX_CRON_LENGTH, MAX_URL_LENGTH, Retention};
 
 /// Recurring backup, check and prune of one restic repository. At each cron tick the operator
 /// creates a Backup, Check or Prune object owned by this Schedule.
@@ -80,6 +80,7 @@ pub struct ScheduleSpec {
 #[serde(rename_all = "camelCase")]
 pub struct BackupSchedule {
     /// Standard 5-field cron expression in UTC (`0 1 * * *`) or a macro such as `@daily`.
+    #[schemars(length(max = MAX_CRON_LENGTH))]
     pub schedule: String,
     /// How many finished Backup objects (and their Jobs) to keep; older ones are deleted.
     /// Default 10.
@@ -87,6 +88,7 @@ pub struct BackupSchedule {
     pub keep_jobs: Option<i32>,
     /// URL of a Prometheus Pushgateway that receives the metrics of every backup.
     #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub prom_url: Option<String>,
 }
 
@@ -95,12 +97,14 @@ pub struct BackupSchedule {
 #[serde(rename_all = "camelCase")]
 pub struct CheckSchedule {
     /// Standard 5-field cron expression in UTC or a macro such as `@weekly`.
+    #[schemars(length(max = MAX_CRON_LENGTH))]
     pub schedule: String,
     /// How many finished Check objects (and their Jobs) to keep. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_jobs: Option<i32>,
     /// URL of a Prometheus Pushgateway that receives the metrics of every check.
     #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub prom_url: Option<String>,
 }
 
@@ -109,6 +113,7 @@ pub struct CheckSchedule {
 #[serde(rename_all = "camelCase")]
 pub struct PruneSchedule {
     /// Standard 5-field cron expression in UTC or a macro such as `@daily`.
+    #[schemars(length(max = MAX_CRON_LENGTH))]
     pub schedule: String,
     /// How many finished Prune objects (and their Jobs) to keep. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +123,7 @@ pub struct PruneSchedule {
     pub retention: Option<Retention>,
     /// URL of a Prometheus Pushgateway that receives the metrics of every prune.
     #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_URL_LENGTH))]
     pub prom_url: Option<String>,
 }
 

@@ -2,16 +2,24 @@
 //! is known about the cluster to a verdict. Every problem is one sentence that starts with the
 //! most precise field path, so users see all of them in one `kubectl apply`.
 
+mod fields;
+
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::lookup::{Lookups, PvcLookup, SecretInfo};
+use crate::crd::common::{
+    MAX_CRON_LENGTH, MAX_PATH_LENGTH, MAX_SNAPSHOT_LENGTH, MAX_TAG_LENGTH, MAX_URL_LENGTH,
+};
 use crate::crd::{
     Backend, BackupSpec, CheckSpec, PruneSpec, RestoreSpec, Retention, ScheduleSpec, SecretKeyRef,
+};
+pub use fields::{
+    bucket_problem, dns_subdomain_problem, endpoint_problem, length_problem, secret_key_problem,
+    snapshot_path_problem,
 };
 
 /// The outcome of validating one object.
@@ -77,7 +85,29 @@ impl<'a> Checker<'a> {
         self.verdict.warnings.push(format!("{path}: {sentence}"));
     }
 
+    /// Denies a string over its limit; false when it was denied, so no further rule quotes
+    /// or parses it.
+    fn within_limit(&mut self, path: &str, value: &str, limit: usize) -> bool {
+        match length_problem(value, limit) {
+            Some(problem) => {
+                self.deny(path, problem);
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn prom_url(&mut self, path: &str, url: Option<&String>) {
+        if let Some(url) = url {
+            self.within_limit(path, url, MAX_URL_LENGTH);
+        }
+    }
+
     fn schedule(&mut self, path: &str, expression: &str) {
+        // Checked first so an endless string never reaches the parser or its memo.
+        if !self.within_limit(path, expression, MAX_CRON_LENGTH) {
+            return;
+        }
         if let Some(problem) = cron_problem(expression) {
             self.deny(path, problem);
         }
@@ -138,6 +168,9 @@ impl<'a> Checker<'a> {
     }
 
     fn endpoint(&mut self, path: &str, endpoint: &str) {
+        if !self.within_limit(path, endpoint, MAX_URL_LENGTH) {
+            return;
+        }
         if let Some(problem) = endpoint_problem(endpoint) {
             self.deny(path, problem);
         }
@@ -165,7 +198,7 @@ impl<'a> Checker<'a> {
             }
             (None, None) => self.deny(
                 "spec.backend.repoPasswordSecretRef",
-                "required: restic cannot open the repository without its password",
+                "Required value: restic cannot open the repository without its password",
             ),
         }
         self.endpoint("spec.backend.s3.endpoint", &s3.endpoint);
@@ -196,8 +229,11 @@ impl<'a> Checker<'a> {
             );
         }
         for (i, tag) in retention.keep_tags.iter().flatten().enumerate() {
+            let tag_path = format!("{path}.keepTags[{i}]");
             if tag.trim().is_empty() {
-                self.deny(&format!("{path}.keepTags[{i}]"), "must not be empty");
+                self.deny(&tag_path, "must not be empty");
+            } else {
+                self.within_limit(&tag_path, tag, MAX_TAG_LENGTH);
             }
         }
     }
@@ -249,15 +285,18 @@ pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
     if let Some(backup) = &spec.backup {
         check.schedule("spec.backup.schedule", &backup.schedule);
         check.non_negative("spec.backup.keepJobs", backup.keep_jobs.map(i64::from));
+        check.prom_url("spec.backup.promURL", backup.prom_url.as_ref());
     }
     if let Some(section) = &spec.check {
         check.schedule("spec.check.schedule", &section.schedule);
         check.non_negative("spec.check.keepJobs", section.keep_jobs.map(i64::from));
+        check.prom_url("spec.check.promURL", section.prom_url.as_ref());
     }
     match &spec.prune {
         Some(prune) => {
             check.schedule("spec.prune.schedule", &prune.schedule);
             check.non_negative("spec.prune.keepJobs", prune.keep_jobs.map(i64::from));
+            check.prom_url("spec.prune.promURL", prune.prom_url.as_ref());
             check.retention("spec.prune.retention", prune.retention.as_ref());
         }
         None => check.warn(
@@ -275,6 +314,7 @@ pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
 pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
+    check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.namespace_pvcs();
     check.finish()
 }
@@ -283,6 +323,7 @@ pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
 pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
+    check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.finish()
 }
 
@@ -290,6 +331,7 @@ pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
 pub fn validate_prune(spec: &PruneSpec, ctx: Context<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
+    check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.retention("spec.retention", spec.retention.as_ref());
     check.finish()
 }
@@ -326,6 +368,7 @@ pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
         restore_target(&mut check, &pvc.claim_name);
     }
     if let Some(snapshot) = &spec.snapshot
+        && check.within_limit("spec.snapshot", snapshot, MAX_SNAPSHOT_LENGTH)
         && (snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit()))
     {
         check.deny(
@@ -334,13 +377,12 @@ pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
         );
     }
     if let Some(path) = &spec.path
-        && !path.starts_with('/')
+        && check.within_limit("spec.path", path, MAX_PATH_LENGTH)
+        && let Some(problem) = snapshot_path_problem(path)
     {
-        check.deny(
-            "spec.path",
-            format!("{path:?} must be an absolute path inside the snapshot, such as /data/mypvc"),
-        );
+        check.deny("spec.path", problem);
     }
+    check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.finish()
 }
 
@@ -411,7 +453,7 @@ fn typed<S: DeserializeOwned>(object: &Value, rules: impl FnOnce(&S) -> Verdict)
     let spec = match object.get("spec") {
         None | Some(Value::Null) if object.is_object() => {
             return Verdict {
-                denials: vec!["spec: required".into()],
+                denials: vec!["spec: Required value".into()],
                 warnings: Vec::new(),
             };
         }
@@ -440,463 +482,7 @@ pub fn shape_problems(object: &Value, error: &serde_json::Error) -> Vec<String> 
     }
 }
 
-/// Why a name is not a valid Kubernetes object name (RFC 1123 subdomain), if it is not.
-pub fn dns_subdomain_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("must not be empty".into());
-    }
-    if name.len() > 253 {
-        return Some(format!(
-            "{name:?} is longer than 253 characters ({})",
-            name.len()
-        ));
-    }
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !valid_chars || !ends_ok(name.chars().next()) || !ends_ok(name.chars().last()) {
-        return Some(format!(
-            "{name:?} is not a valid name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
-        ));
-    }
-    None
-}
-
-/// Why a key is not a valid Secret data key, if it is not.
-pub fn secret_key_problem(key: &str) -> Option<String> {
-    if key.is_empty() {
-        return Some("must not be empty".into());
-    }
-    let valid = key.len() <= 253
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && key != "."
-        && key != "..";
-    (!valid).then(|| {
-        format!("{key:?} is not a valid Secret key: up to 253 letters, digits, '-', '_' and '.'")
-    })
-}
-
-/// Why an S3 endpoint is not an absolute http(s) URL with a host, if it is not.
-pub fn endpoint_problem(endpoint: &str) -> Option<String> {
-    if endpoint.is_empty() {
-        return Some(
-            "must not be empty; use an absolute URL such as https://objects.example.com".into(),
-        );
-    }
-    let explain = |why: &str| {
-        Some(format!(
-            "{endpoint:?} is not an absolute http(s) URL with a host: {why}"
-        ))
-    };
-    if endpoint.chars().any(char::is_whitespace) {
-        return explain("it contains whitespace");
-    }
-    let Ok(uri) = endpoint.parse::<axum::http::Uri>() else {
-        return explain("it does not parse as a URL");
-    };
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => return explain(&format!("scheme {other:?} is not http or https")),
-        None => return explain("the scheme (https://) is missing"),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return explain("the host is missing");
-    }
-    if uri.query().is_some() {
-        return explain("it has a query string");
-    }
-    None
-}
-
-/// Why S3 would refuse a bucket name, if it would.
-pub fn bucket_problem(bucket: &str) -> Option<String> {
-    let why = if bucket.len() < 3 || bucket.len() > 63 {
-        format!("must be 3 to 63 characters long, found {}", bucket.len())
-    } else if let Some(c) = bucket
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
-    {
-        format!("may hold only lowercase letters, digits, '.' and '-', found {c:?}")
-    } else if !bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
-        || !bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
-    {
-        "must start and end with a letter or digit".into()
-    } else if bucket.contains("..") {
-        "must not contain \"..\"".into()
-    } else if bucket.parse::<Ipv4Addr>().is_ok() || bucket.parse::<IpAddr>().is_ok() {
-        "must not be an IP address".into()
-    } else {
-        return None;
-    };
-    Some(format!("bucket name {bucket:?} {why}"))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::webhook::lookup::{PvcInfo, StaticLookups};
-    use serde_json::json;
-
-    fn seed_schedule() -> Value {
-        json!({
-            "apiVersion": "backup.appuio.ch/v1alpha1",
-            "kind": "Schedule",
-            "metadata": {"name": "schedule-test", "namespace": "team-a"},
-            "spec": {
-                "backend": {
-                    "repoPasswordSecretRef": {"name": "backup-repo", "key": "password"},
-                    "s3": {
-                        "endpoint": "http://10.144.1.224:9000",
-                        "bucket": "baas",
-                        "accessKeyIDSecretRef": {"name": "backup-credentials", "key": "username"},
-                        "secretAccessKeySecretRef": {"name": "backup-credentials", "key": "password"}
-                    }
-                },
-                "backup": {"schedule": " 0 1 * * *", "keepJobs": 10, "promURL": "http://10.144.1.224:9000"},
-                "check": {"schedule": " 0 0 * * 0", "promURL": "http://10.144.1.224:9000"},
-                "prune": {"schedule": " 0 4 * * *", "retention": {"keepLast": 5, "keepDaily": 14}}
-            }
-        })
-    }
-
-    fn cluster() -> StaticLookups {
-        StaticLookups::default()
-            .with_secret("team-a", "backup-repo", &["password"])
-            .with_secret("team-a", "backup-credentials", &["username", "password"])
-    }
-
-    fn offline(object: &Value) -> Verdict {
-        let kind = object["kind"].as_str().unwrap_or_default().to_string();
-        validate_object(&kind, object, Context::offline("team-a"))
-    }
-
-    fn online(object: &Value, lookups: &StaticLookups) -> Verdict {
-        let kind = object["kind"].as_str().unwrap_or_default().to_string();
-        let ctx = Context {
-            namespace: "team-a",
-            lookups: Some(lookups),
-        };
-        validate_object(&kind, object, ctx)
-    }
-
-    #[test]
-    fn cron_problem_is_the_same_from_memo() {
-        let first = cron_problem("61 * * * *");
-        assert!(
-            first
-                .as_deref()
-                .is_some_and(|p| p.starts_with("invalid cron expression \"61 * * * *\": "))
-        );
-        assert_eq!(cron_problem("61 * * * *"), first);
-        assert_eq!(cron_problem("@daily"), None);
-    }
-
-    #[test]
-    fn seed_schedule_is_admitted_without_warnings() {
-        let verdict = online(&seed_schedule(), &cluster());
-        assert_eq!(verdict, Verdict::default());
-    }
-
-    #[test]
-    fn schedule_with_six_field_cron_is_denied_with_reason() {
-        let mut object = seed_schedule();
-        object["spec"]["backup"]["schedule"] = json!("0 0 1 * * *");
-        let verdict = offline(&object);
-        assert_eq!(verdict.denials.len(), 1, "{verdict:?}");
-        assert!(
-            verdict.denials[0]
-                .starts_with("spec.backup.schedule: invalid cron expression \"0 0 1 * * *\": ")
-        );
-    }
-
-    #[test]
-    fn schedule_with_several_problems_lists_all_in_one_message() {
-        let mut object = seed_schedule();
-        object["spec"]["backup"]["schedule"] = json!("0 1 * *");
-        object["spec"]["backend"]["s3"]["bucket"] = json!("Baas");
-        object["spec"]["backend"]["s3"]["accessKeyIDSecretRef"]["name"] = json!("");
-        let message = offline(&object).message();
-        let sentences: Vec<&str> = message.split("; ").collect();
-        assert_eq!(sentences.len(), 3, "{message}");
-        assert_eq!(
-            sentences[0],
-            "spec.backend.s3.bucket: bucket name \"Baas\" may hold only lowercase letters, digits, '.' and '-', found 'B'"
-        );
-        assert_eq!(
-            sentences[1],
-            "spec.backend.s3.accessKeyIDSecretRef.name: must not be empty"
-        );
-        assert!(sentences[2].starts_with(
-            "spec.backup.schedule: invalid cron expression \"0 1 * *\": expected 5 fields"
-        ));
-    }
-
-    #[test]
-    fn schedule_without_prune_is_admitted_with_warning() {
-        let mut object = seed_schedule();
-        object["spec"].as_object_mut().map(|s| s.remove("prune"));
-        let verdict = offline(&object);
-        assert!(verdict.allowed());
-        assert_eq!(verdict.warnings.len(), 1);
-        assert!(verdict.warnings[0].starts_with("spec.prune: absent"));
-    }
-
-    #[test]
-    fn schedule_with_negative_keep_jobs_is_denied() {
-        let mut object = seed_schedule();
-        object["spec"]["backup"]["keepJobs"] = json!(-1);
-        assert_eq!(
-            offline(&object).denials,
-            ["spec.backup.keepJobs: must not be negative, found -1"]
-        );
-    }
-
-    #[test]
-    fn retention_all_zero_is_denied() {
-        let mut object = seed_schedule();
-        object["spec"]["prune"]["retention"] = json!({"keepLast": 0, "keepDaily": 0});
-        let verdict = offline(&object);
-        assert_eq!(verdict.denials.len(), 1);
-        assert!(verdict.denials[0].starts_with("spec.prune.retention: keeps no snapshot"));
-    }
-
-    #[test]
-    fn retention_with_only_tags_is_admitted() {
-        let mut object = seed_schedule();
-        object["spec"]["prune"]["retention"] = json!({"keepTags": ["monthly"]});
-        assert!(offline(&object).allowed());
-    }
-
-    #[test]
-    fn retention_negative_is_denied_at_the_field() {
-        let mut object = seed_schedule();
-        object["spec"]["prune"]["retention"] = json!({"keepLast": -3, "keepDaily": 7});
-        assert_eq!(
-            offline(&object).denials,
-            ["spec.prune.retention.keepLast: must not be negative, found -3"]
-        );
-    }
-
-    #[test]
-    fn secret_without_the_key_is_denied() {
-        let lookups = StaticLookups::default()
-            .with_secret("team-a", "backup-repo", &["pass"])
-            .with_secret("team-a", "backup-credentials", &["username", "password"]);
-        let verdict = online(&seed_schedule(), &lookups);
-        assert_eq!(
-            verdict.denials,
-            [
-                "spec.backend.repoPasswordSecretRef.key: Secret \"backup-repo\" has no key \"password\" (it has: pass)"
-            ]
-        );
-    }
-
-    #[test]
-    fn secret_not_yet_created_is_only_a_warning_once() {
-        let lookups = StaticLookups::default().with_secret("team-a", "backup-repo", &["password"]);
-        let verdict = online(&seed_schedule(), &lookups);
-        assert!(verdict.allowed(), "{verdict:?}");
-        assert_eq!(verdict.warnings.len(), 1, "{verdict:?}");
-        assert!(verdict.warnings[0].starts_with(
-            "spec.backend.s3.accessKeyIDSecretRef.name: Secret \"backup-credentials\" does not exist"
-        ));
-    }
-
-    #[test]
-    fn endpoint_without_scheme_or_host_is_denied() {
-        assert!(endpoint_problem("objects.example.com").is_some());
-        assert!(endpoint_problem("ftp://objects.example.com").is_some());
-        assert!(endpoint_problem("http://").is_some());
-        assert!(endpoint_problem("").is_some());
-        assert_eq!(endpoint_problem("https://objects.example.com"), None);
-        assert_eq!(endpoint_problem("http://10.144.1.224:9000"), None);
-    }
-
-    #[test]
-    fn bucket_names_s3_refuses_are_denied() {
-        for bad in [
-            "ab",
-            "Baas",
-            "192.168.1.1",
-            "my..bucket",
-            "-baas",
-            "baas-",
-            "b_as",
-            &"a".repeat(64),
-        ] {
-            assert!(bucket_problem(bad).is_some(), "{bad} should be refused");
-        }
-        for good in ["baas", "my.bucket-1", "123"] {
-            assert_eq!(bucket_problem(good), None, "{good} should pass");
-        }
-    }
-
-    #[test]
-    fn secret_ref_with_malformed_name_and_key_is_denied_twice() {
-        let mut object = seed_schedule();
-        object["spec"]["backend"]["repoPasswordSecretRef"] =
-            json!({"name": "Backup_Repo", "key": "pass word"});
-        let verdict = offline(&object);
-        assert_eq!(verdict.denials.len(), 2, "{verdict:?}");
-        assert!(verdict.denials[0].starts_with(
-            "spec.backend.repoPasswordSecretRef.name: \"Backup_Repo\" is not a valid name"
-        ));
-        assert!(verdict.denials[1].starts_with(
-            "spec.backend.repoPasswordSecretRef.key: \"pass word\" is not a valid Secret key"
-        ));
-    }
-
-    #[test]
-    fn legacy_password_ref_conflicting_is_denied() {
-        let mut object = seed_schedule();
-        object["spec"]["backend"]["s3"]["repoPasswordSecretRef"] =
-            json!({"name": "other", "key": "password"});
-        let verdict = offline(&object);
-        assert_eq!(verdict.denials.len(), 1);
-        assert!(
-            verdict.denials[0].starts_with("spec.backend.s3.repoPasswordSecretRef: conflicts with")
-        );
-    }
-
-    #[test]
-    fn backend_without_password_is_denied() {
-        let mut object = seed_schedule();
-        object["spec"]["backend"]
-            .as_object_mut()
-            .map(|b| b.remove("repoPasswordSecretRef"));
-        assert_eq!(offline(&object).denials.len(), 1);
-    }
-
-    fn restore(method: Value) -> Value {
-        let mut object = seed_schedule();
-        object["kind"] = json!("Restore");
-        let backend = object["spec"]["backend"].clone();
-        object["spec"] = json!({"backend": backend, "restoreMethod": method});
-        object
-    }
-
-    #[test]
-    fn restore_without_method_is_denied() {
-        assert_eq!(
-            offline(&restore(json!({}))).denials,
-            ["spec.restoreMethod: needs exactly one of s3 or pvc, found none"]
-        );
-    }
-
-    #[test]
-    fn restore_with_two_methods_is_denied() {
-        let s3 = json!({"endpoint": "http://s3:9000", "bucket": "restore",
-            "accessKeyIDSecretRef": {"name": "c", "key": "u"},
-            "secretAccessKeySecretRef": {"name": "c", "key": "p"}});
-        let verdict = offline(&restore(json!({"s3": s3, "pvc": {"claimName": "data"}})));
-        assert_eq!(
-            verdict.denials,
-            ["spec.restoreMethod: needs exactly one of s3 or pvc, found both"]
-        );
-    }
-
-    #[test]
-    fn restore_into_missing_or_unwritable_pvc_is_denied() {
-        let lookups = cluster()
-            .with_pvc(
-                "team-a",
-                PvcInfo {
-                    name: "ro".into(),
-                    access_modes: vec!["ReadOnlyMany".into()],
-                    bound: true,
-                    ..Default::default()
-                },
-            )
-            .with_pvc(
-                "team-a",
-                PvcInfo {
-                    name: "solo".into(),
-                    access_modes: vec!["ReadWriteOncePod".into()],
-                    bound: true,
-                    used_by: vec!["db-0".into()],
-                    ..Default::default()
-                },
-            )
-            .with_pvc(
-                "team-a",
-                PvcInfo {
-                    name: "data".into(),
-                    access_modes: vec!["ReadWriteOnce".into()],
-                    bound: true,
-                    ..Default::default()
-                },
-            );
-        let deny_for =
-            |claim: &str| online(&restore(json!({"pvc": {"claimName": claim}})), &lookups).denials;
-        assert!(deny_for("missing")[0].contains("does not exist"));
-        assert!(deny_for("ro")[0].contains("ReadOnlyMany"));
-        assert!(deny_for("solo")[0].contains("in use by pod db-0"));
-        assert!(deny_for("data").is_empty());
-    }
-
-    #[test]
-    fn backup_warns_about_pvcs_it_cannot_read() {
-        let lookups = cluster()
-            .with_pvc(
-                "team-a",
-                PvcInfo {
-                    name: "pending".into(),
-                    access_modes: vec!["ReadWriteOnce".into()],
-                    ..Default::default()
-                },
-            )
-            .with_pvc(
-                "team-a",
-                PvcInfo {
-                    name: "solo".into(),
-                    access_modes: vec!["ReadWriteOncePod".into()],
-                    bound: true,
-                    ..Default::default()
-                },
-            )
-            .with_pvc(
-                "team-a",
-                PvcInfo {
-                    name: "skipped".into(),
-                    excluded: true,
-                    ..Default::default()
-                },
-            );
-        let mut object = seed_schedule();
-        object["kind"] = json!("Backup");
-        let backend = object["spec"]["backend"].clone();
-        object["spec"] = json!({"backend": backend});
-        let verdict = online(&object, &lookups);
-        assert!(verdict.allowed());
-        assert_eq!(verdict.warnings.len(), 2, "{verdict:?}");
-        assert!(verdict.warnings[0].starts_with("persistentvolumeclaim/pending: is not bound"));
-        assert!(verdict.warnings[1].starts_with("persistentvolumeclaim/solo: is ReadWriteOncePod"));
-    }
-
-    #[test]
-    fn spec_of_wrong_shape_is_denied_with_field_path() {
-        let mut object = seed_schedule();
-        object["spec"]["backup"]["keepJobs"] = json!("ten");
-        let verdict = offline(&object);
-        assert_eq!(verdict.denials.len(), 1, "{verdict:?}");
-        assert!(
-            verdict.denials[0].starts_with("spec.backup.keepJobs: "),
-            "{verdict:?}"
-        );
-    }
-
-    #[test]
-    fn run_update_of_spec_is_denied_but_metadata_passes() {
-        let old = json!({"metadata": {"labels": {}}, "spec": {"a": 1}});
-        let relabelled = json!({"metadata": {"labels": {"x": "y"}}, "spec": {"a": 1}});
-        let changed = json!({"metadata": {}, "spec": {"a": 2}});
-        assert_eq!(validate_run_update("Backup", &old, &relabelled), None);
-        assert!(
-            validate_run_update("Backup", &old, &changed)
-                .is_some_and(|m| m.starts_with("spec: a Backup is a one-shot run"))
-        );
-    }
-}
+mod shape_tests;
+#[cfg(test)]
+mod tests;
