@@ -113,6 +113,9 @@ fn failed_backup_command_stores_nothing_and_says_why() {
     assert!(error.contains("exit code: 2"), "{error}");
     assert!(error.contains("Access denied"), "{error}");
     assert!(error.contains("nothing was stored"), "{error}");
+    // the command line (which may hold a password) appears nowhere in the report
+    let report = format!("{:?}", outcome.report);
+    assert!(!report.contains("half-a-dump"), "{report}");
     let paths: Vec<String> = support::snapshots(&repository)
         .iter()
         .map(|s| s["paths"][0].as_str().unwrap_or_default().to_string())

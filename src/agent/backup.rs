@@ -344,9 +344,9 @@ async fn stream_command<E: PodExec>(
         } else {
             format!("; stderr: {stderr}")
         };
+        // The command line is never repeated: it may hold a password (`mysqldump -p...`).
         return Err(format!(
-            "`{}` failed: {reason}{stderr}; nothing was stored for it",
-            command.command
+            "the command failed: {reason}{stderr}; nothing was stored for it"
         ));
     }
     drop(stdin);
