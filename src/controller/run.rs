@@ -852,6 +852,20 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     };
 
     if previous.jobs.is_empty() {
+        // A run that cannot start ends here: Failed with `cause`, written and reported once.
+        let fail = async |cause: &str, message: &str| -> Result<Action> {
+            let status = with_state(
+                previous.clone(),
+                RunState::Failed,
+                cause,
+                message,
+                generation,
+                now,
+            );
+            apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
+            report_end(&ctx, run.as_ref(), &status).await;
+            Ok(Action::await_change())
+        };
         let me = RepoRun::from(run.as_ref(), &HashSet::new());
         let others = repo_runs(&ctx, K::OP);
         let blocker = match blocking_run(&me, &others) {
@@ -880,19 +894,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         }
         let (jobs, problems) = match build_jobs(&ctx, run.as_ref(), &meta).await {
             Ok(built) => built,
-            Err(Error::InvalidSpec(reason)) => {
-                let status = with_state(
-                    previous.clone(),
-                    RunState::Failed,
-                    "InvalidSpec",
-                    &reason,
-                    generation,
-                    now,
-                );
-                apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
-                report_end(&ctx, run.as_ref(), &status).await;
-                return Ok(Action::await_change());
-            }
+            Err(Error::InvalidSpec(reason)) => return fail("InvalidSpec", &reason).await,
             Err(error) => return Err(error),
         };
         ensure_rbac(&ctx, &meta.namespace).await?;
@@ -919,17 +921,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                             "the Job name {name} is taken by a Job this run does not own; \
                              delete that Job or rename the run"
                         );
-                        let status = with_state(
-                            previous.clone(),
-                            RunState::Failed,
-                            "JobNameTaken",
-                            &reason,
-                            generation,
-                            now,
-                        );
-                        apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
-                        report_end(&ctx, run.as_ref(), &status).await;
-                        return Ok(Action::await_change());
+                        return fail("JobNameTaken", &reason).await;
                     }
                 }
                 Err(error) => {
@@ -948,17 +940,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                         other => other.to_string(),
                     };
                     let reason = format!("creating Job {name} failed: {cause}");
-                    let status = with_state(
-                        previous.clone(),
-                        RunState::Failed,
-                        "JobNotCreated",
-                        &reason,
-                        generation,
-                        now,
-                    );
-                    apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
-                    report_end(&ctx, run.as_ref(), &status).await;
-                    return Ok(Action::await_change());
+                    return fail("JobNotCreated", &reason).await;
                 }
             }
             names.push(name);
