@@ -777,5 +777,6 @@ pub fn build_restore_job(
     Ok(build_job(run, &spec.backend, shape, settings))
 }
 
+pub mod status;
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use super::Context;
 use crate::Result;
+use crate::job::status::job_ended;
 use crate::job::{LABEL_MANAGED_BY, MANAGER};
 
 /// A lock as `restic cat lock <id>` prints it (the fields the rules need).
@@ -82,13 +83,7 @@ pub fn owner_of(hostname: &str, jobs: &[Job], pods: &[Pod]) -> Owner {
         return Owner::Unknown;
     };
     let status = job.status.as_ref();
-    let finished = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True")
-        });
+    let finished = job_ended(job);
     let counted =
         status.is_some_and(|s| s.active.unwrap_or(0) > 0 || s.terminating.unwrap_or(0) > 0);
     // A pod that is terminating, or on a node that stopped answering (phase Unknown), may
@@ -113,24 +108,28 @@ pub async fn remove_stale(ctx: &Context) -> Result<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
-    let mut removed = 0;
-    let mut cluster: Option<(Vec<Job>, Vec<Pod>)> = None;
+    // A lock that vanished since the listing was refreshed or released: not stale.
+    let mut locks = Vec::new();
     for id in &ids {
-        // A lock that vanished since the listing was refreshed or released: not stale.
-        let Some(lock) = ctx.restic.lock(id).await else {
-            continue;
-        };
-        let own = ctx.hostname.as_deref();
+        if let Some(lock) = ctx.restic.lock(id).await {
+            locks.push((id, lock));
+        }
+    }
+    let own = ctx.hostname.as_deref();
+    // The namespace's Jobs are listed once, and only when a lock of another host needs them.
+    let (jobs, pods) = if locks.iter().any(|(_, l)| own != Some(l.hostname.as_str())) {
+        namespace_runs(ctx).await
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut removed = 0;
+    for (id, lock) in &locks {
         let owner = if own == Some(lock.hostname.as_str()) {
             Owner::Unknown
         } else {
-            if cluster.is_none() {
-                cluster = Some(namespace_runs(ctx).await);
-            }
-            let (jobs, pods) = cluster.as_ref().expect("filled just above");
-            owner_of(&lock.hostname, jobs, pods)
+            owner_of(&lock.hostname, &jobs, &pods)
         };
-        let Some(reason) = stale_reason(&lock, own, owner) else {
+        let Some(reason) = stale_reason(lock, own, owner) else {
             continue;
         };
         match ctx.restic.remove_lock(id).await {

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::{Context, FIELD_MANAGER, requeue_after_error};
 use crate::crd::{Backend, Backup, Check, Prune, Restore, RunState, RunStatus, Summary};
+use crate::job::status::{is_pod_of, job_condition, job_ended};
 use crate::job::{
     self, BackupPlan, LABEL_OPERATION, LABEL_RUN, LABEL_SCHEDULE, Operation, RunMeta,
 };
@@ -217,8 +218,7 @@ async fn live_blocker(ctx: &Context, me: &RunMeta, backend: &Backend) -> Result<
         .find(|j| {
             j.metadata.deletion_timestamp.is_none()
                 && !j.owner_references().iter().any(|o| o.uid == me.uid)
-                && job_condition(j, "Complete").is_none()
-                && job_condition(j, "Failed").is_none()
+                && !job_ended(j)
         })
         .map(|j| {
             format!(
@@ -343,18 +343,6 @@ pub enum JobOutcome {
     Failed(String),
 }
 
-fn job_condition<'a>(
-    job: &'a Job,
-    type_: &str,
-) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
-    job.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == "True")
-}
-
 /// The outcome of one Job from its status and its pods: the agent's termination message wins;
 /// without one the reason comes from the Job's conditions or the pod (OOMKilled, a missing
 /// Secret that keeps the container from starting, ...). A pod stuck before its container
@@ -366,13 +354,7 @@ pub fn job_outcome(
     stuck_after: jiff::SignedDuration,
 ) -> JobOutcome {
     let name = job.metadata.name.clone().unwrap_or_default();
-    let mine: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| {
-            p.labels().get("batch.kubernetes.io/job-name") == Some(&name)
-                || p.labels().get("job-name") == Some(&name)
-        })
-        .collect();
+    let mine: Vec<&Pod> = pods.iter().filter(|p| is_pod_of(p, &name)).collect();
     let statuses = || {
         mine.iter()
             .flat_map(|p| p.status.iter())
@@ -806,8 +788,7 @@ fn started_from_jobs(
 /// pod's termination message) or one old enough to be stuck on a pod that cannot start.
 fn needs_pods(jobs: &[Job], now: jiff::Timestamp, stuck_after: jiff::SignedDuration) -> bool {
     jobs.iter().any(|j| {
-        job_condition(j, "Complete").is_some()
-            || job_condition(j, "Failed").is_some()
+        job_ended(j)
             || j.metadata
                 .creation_timestamp
                 .as_ref()
@@ -1039,11 +1020,10 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     ctx.unwritten_starts.forget(&meta.uid);
     report_end(&ctx, run.as_ref(), &status).await;
     // A Job that cannot start would otherwise linger until its deadline.
-    for job in jobs.iter().filter(|j| {
-        j.metadata.deletion_timestamp.is_none()
-            && job_condition(j, "Complete").is_none()
-            && job_condition(j, "Failed").is_none()
-    }) {
+    for job in jobs
+        .iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none() && !job_ended(j))
+    {
         let name = job.name_any();
         if let Err(error) = Api::<Job>::namespaced(ctx.client.clone(), &meta.namespace)
             .delete(&name, &DeleteParams::background())

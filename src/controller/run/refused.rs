@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use super::{Context, job_condition};
+use super::Context;
 use crate::Result;
+use crate::job::status::{is_pod_of, job_ended};
 
 /// Whether `job` is old enough, unfinished and without a single pod.
 pub fn lacks_pods(
@@ -22,18 +23,13 @@ pub fn lacks_pods(
     grace: jiff::SignedDuration,
 ) -> bool {
     let name = job.name_any();
-    let finished =
-        job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some();
     let old = job
         .metadata
         .creation_timestamp
         .as_ref()
         .is_some_and(|t| now.duration_since(t.0) > grace);
-    let has_pod = pods.iter().any(|p| {
-        p.labels().get("batch.kubernetes.io/job-name") == Some(&name)
-            || p.labels().get("job-name") == Some(&name)
-    });
-    old && !finished && !has_pod && job.metadata.deletion_timestamp.is_none()
+    let has_pod = pods.iter().any(|p| is_pod_of(p, &name));
+    old && !job_ended(job) && !has_pod && job.metadata.deletion_timestamp.is_none()
 }
 
 /// Job name → why its pod could not be created, for each Job of `jobs` that has had no pod
