@@ -624,6 +624,16 @@ mod mocked {
         respond(send, &list("Job", jobs));
     }
 
+    /// Takes the status write of a run that failed and its Warning Event; the written status.
+    async fn expect_failed_run(handle: &mut Handle) -> Value {
+        let (method, _, patch, send) = next(handle).await;
+        assert_eq!(method, http::Method::PATCH);
+        assert_eq!(patch["status"]["state"], "Failed", "{patch}");
+        respond_with_status(send, &patch);
+        expect_event(handle, "Warning", "Failed").await;
+        patch["status"].clone()
+    }
+
     fn list(kind: &str, items: Value) -> Value {
         json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
     }
@@ -1047,18 +1057,14 @@ mod mocked {
                     "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
                         "name": "nightly.backup-202601010100", "uid": "someone-else", "controller": true}]}}),
             );
-            let (method, _, patch, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::PATCH);
-            assert_eq!(patch["status"]["state"], "Failed");
+            let status = expect_failed_run(&mut handle).await;
             assert!(
-                patch["status"]["message"]
+                status["message"]
                     .as_str()
                     .unwrap_or_default()
                     .contains("is taken by a Job this run does not own"),
-                "{patch}"
+                "{status}"
             );
-            respond_with_status(send, &patch);
-            expect_event(&mut handle, "Warning", "Failed").await;
         });
         let action = reconcile(Arc::new(backup(None)), ctx)
             .await
@@ -1103,12 +1109,10 @@ mod mocked {
                 "Forbidden",
                 "exceeded quota: jobs, requested: count/jobs.batch=1",
             );
-            let (method, _, patch, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::PATCH);
-            assert_eq!(patch["status"]["state"], "Failed");
-            let message = patch["status"]["message"].as_str().unwrap_or_default();
+            let status = expect_failed_run(&mut handle).await;
+            let message = status["message"].as_str().unwrap_or_default();
             assert!(message.contains("exceeded quota: jobs"), "{message}");
-            let failed = patch["status"]["conditions"]
+            let failed = status["conditions"]
                 .as_array()
                 .and_then(|cs| cs.iter().find(|c| c["type"] == "Failed").cloned())
                 .expect("Failed condition");
@@ -1116,8 +1120,6 @@ mod mocked {
                 (failed["status"].as_str(), failed["reason"].as_str()),
                 (Some("True"), Some("JobNotCreated"))
             );
-            respond_with_status(send, &patch);
-            expect_event(&mut handle, "Warning", "Failed").await;
         });
         let action = reconcile(Arc::new(backup_created_ago(5)), ctx)
             .await
@@ -1151,13 +1153,9 @@ mod mocked {
                         "lastTimestamp": created.to_string()}]),
                 ),
             );
-            let (method, _, patch, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::PATCH);
-            assert_eq!(patch["status"]["state"], "Failed");
-            let message = patch["status"]["message"].as_str().unwrap_or_default();
+            let status = expect_failed_run(&mut handle).await;
+            let message = status["message"].as_str().unwrap_or_default();
             assert!(message.contains("violates PodSecurity"), "{message}");
-            respond_with_status(send, &patch);
-            expect_event(&mut handle, "Warning", "Failed").await;
             // the Job that would otherwise sit until its deadline goes
             let (method, uri, _, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::DELETE);
