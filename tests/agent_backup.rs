@@ -167,13 +167,7 @@ fn streamed_backup_command_of_400_mb_keeps_the_agent_small() {
         .env("BAAS_BACKUP_COMMANDS", Some(&commands))
         .run(&["backup"]);
 
-    assert_eq!(
-        outcome.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        outcome.report,
-        outcome.stderr
-    );
+    outcome.assert_succeeded();
     assert_eq!(outcome.report.summary.total_bytes, Some(400 << 20));
     assert!(outcome.peak_rss_kib > 0, "VmHWM was sampled");
     assert!(outcome.peak_anon_kib > 0, "RssAnon was sampled");

@@ -14,8 +14,7 @@ use std::net::TcpListener;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baas::crd::RunState;
-use support::{Agent, Outcome, S3Server};
+use support::{Agent, S3Server};
 
 /// A restic backup that holds a (non-exclusive) lock under `hostname` until it is killed or
 /// released.
@@ -153,16 +152,6 @@ fn agent_in_cluster(repository: &str, kubeconfig: &tempfile::NamedTempFile) -> A
         .env("KUBECONFIG", Some(&kubeconfig.path().display().to_string()))
 }
 
-fn assert_succeeded(outcome: &Outcome) {
-    assert_eq!(
-        outcome.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        outcome.report,
-        outcome.stderr
-    );
-}
-
 fn init(repository: &str) {
     support::restic(repository, &["init"]);
 }
@@ -192,7 +181,7 @@ fn lock_of_a_killed_pod_whose_job_has_failed_is_removed_at_once() {
     );
     let started = Instant::now();
     let check = agent_in_cluster(&repository, &kubeconfig).run(&["check"]);
-    assert_succeeded(&check);
+    check.assert_succeeded();
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "the check waited for a dead lock: {:?}",
@@ -222,7 +211,7 @@ fn lock_of_an_earlier_pod_of_the_same_job_is_removed_at_once() {
         .hostname("weekly-check-4d5e6f")
         .env("BAAS_HOSTNAME", Some("weekly-check-4d5e6f"))
         .run(&["check"]);
-    assert_succeeded(&check);
+    check.assert_succeeded();
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(check.report.message.contains("removed 1 stale lock"));
 }
@@ -263,7 +252,7 @@ fn lock_of_a_live_run_on_another_host_is_waited_for_never_removed() {
         String::from_utf8_lossy(&released.stderr)
     );
     let check = check.join().expect("the check thread");
-    assert_succeeded(&check);
+    check.assert_succeeded();
     assert!(
         !check.report.message.contains("stale"),
         "{}",

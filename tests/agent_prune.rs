@@ -54,13 +54,7 @@ fn prune_keeps_exactly_what_the_retention_says_per_path_and_only_in_its_namespac
     let outcome =
         Agent::new(&repository, "shop").run(&["prune", "--retention", r#"{"keepLast": 2}"#]);
 
-    assert_eq!(
-        outcome.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        outcome.report,
-        outcome.stderr
-    );
+    outcome.assert_succeeded();
     assert_eq!(outcome.report.summary.snapshots_kept, Some(3));
     assert_eq!(outcome.report.summary.snapshots_removed, Some(2));
     assert_eq!(ids_of(&repository, "shop", "/shop-db"), db[2..].to_vec());
@@ -72,13 +66,7 @@ fn prune_keeps_exactly_what_the_retention_says_per_path_and_only_in_its_namespac
     );
 
     let check = Agent::new(&repository, "shop").run(&["check"]);
-    assert_eq!(
-        check.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        check.report,
-        check.stderr
-    );
+    check.assert_succeeded();
 }
 
 #[test]
@@ -123,13 +111,7 @@ fn stale_lock_is_removed_and_reported() {
     hung.wait().expect("reap restic");
 
     let outcome = Agent::new(&repository, "shop").run(&["check"]);
-    assert_eq!(
-        outcome.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        outcome.report,
-        outcome.stderr
-    );
+    outcome.assert_succeeded();
     assert!(
         outcome.report.message.contains("removed 1 stale lock"),
         "{}",
@@ -166,13 +148,7 @@ fn restore_without_snapshot_takes_the_newest_of_the_namespace_holding_the_path()
         &target.path().display().to_string(),
     ]);
 
-    assert_eq!(
-        outcome.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        outcome.report,
-        outcome.stderr
-    );
+    outcome.assert_succeeded();
     assert!(
         outcome.report.snapshots[0].id.starts_with(&newest),
         "{:?}",

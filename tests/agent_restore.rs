@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use baas::crd::RunState;
 use support::{Agent, Outcome, S3Server};
 
 fn write(path: &Path, data: &str) {
@@ -48,13 +47,7 @@ fn backup(repository: &str, volumes: &Path) -> String {
     let outcome = Agent::new(repository, "shop")
         .volumes(volumes)
         .run(&["backup"]);
-    assert_eq!(
-        outcome.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        outcome.report,
-        outcome.stderr
-    );
+    outcome.assert_succeeded();
     outcome.report.snapshots[0].id.clone()
 }
 
@@ -70,13 +63,7 @@ fn restore_into_claim(
         .env("BAAS_RESTORE_DIR", Some(&target.display().to_string()))
         .env("BAAS_SNAPSHOT", snapshot)
         .run(&["restore"]);
-    assert_eq!(
-        outcome.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        outcome.report,
-        outcome.stderr
-    );
+    outcome.assert_succeeded();
     outcome
 }
 

@@ -192,13 +192,7 @@ async fn volumes_restore_byte_identical_to_a_directory_and_to_s3() {
         "--target-dir",
         &target.path().display().to_string(),
     ]);
-    assert_eq!(
-        restore.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        restore.report,
-        restore.stderr
-    );
+    restore.assert_succeeded();
     assert_eq!(restore.report.snapshots[0].id, snapshot.id);
     let expected = walk(&data.path().join("app"), false);
     assert_eq!(walk(target.path(), false), expected);
@@ -226,13 +220,7 @@ async fn volumes_restore_byte_identical_to_a_directory_and_to_s3() {
             "--s3-secret-access-key",
             support::SECRET_KEY,
         ]);
-    assert_eq!(
-        restore.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        restore.report,
-        restore.stderr
-    );
+    restore.assert_succeeded();
     let key = format!("shop/get-app-{}.tar.gz", &snapshot.id[..8]);
     assert_eq!(
         restore.report.restored_to,
@@ -250,13 +238,7 @@ async fn backup_command_dump_restores_to_s3_as_a_one_file_archive() {
     let backup = Agent::new(&repository, "shop")
         .env("BAAS_BACKUP_COMMANDS", Some(commands))
         .run(&["backup"]);
-    assert_eq!(
-        backup.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        backup.report,
-        backup.stderr
-    );
+    backup.assert_succeeded();
     assert_eq!(backup.report.snapshots[0].paths, ["/shop-db-0-mysql"]);
 
     s3.create_bucket("downloads").await;
@@ -273,13 +255,7 @@ async fn backup_command_dump_restores_to_s3_as_a_one_file_archive() {
         "--s3-secret-access-key",
         support::SECRET_KEY,
     ]);
-    assert_eq!(
-        restore.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        restore.report,
-        restore.stderr
-    );
+    restore.assert_succeeded();
     let key = restore
         .report
         .restored_to
@@ -327,13 +303,7 @@ fn restore_into_a_directory_keeps_owners_and_setuid_setgid_bits() {
     let backup = Agent::new(&repository, "shop")
         .volumes(data.path())
         .run(&["backup"]);
-    assert_eq!(
-        backup.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        backup.report,
-        backup.stderr
-    );
+    backup.assert_succeeded();
 
     let target = tempfile::tempdir().expect("temp dir");
     let restore = Agent::new(&repository, "shop").run(&[
@@ -343,13 +313,7 @@ fn restore_into_a_directory_keeps_owners_and_setuid_setgid_bits() {
         "--target-dir",
         &target.path().display().to_string(),
     ]);
-    assert_eq!(
-        restore.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        restore.report,
-        restore.stderr
-    );
+    restore.assert_succeeded();
     let owner_and_mode = |path: &Path| {
         let meta = fs::symlink_metadata(path).expect("restored");
         (meta.uid(), meta.gid(), meta.mode() & 0o7777)
@@ -378,13 +342,7 @@ fn restore_into_a_directory_keeps_owners_and_setuid_setgid_bits() {
         "--target-dir",
         &single.path().display().to_string(),
     ]);
-    assert_eq!(
-        restore.report.state,
-        Some(RunState::Succeeded),
-        "{:?}\n{}",
-        restore.report,
-        restore.stderr
-    );
+    restore.assert_succeeded();
     let names: Vec<_> = fs::read_dir(single.path())
         .expect("read")
         .map(|e| e.expect("entry").file_name())

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use baas::crd::RunState;
 use baas::report::RunReport;
 
 /// Access key of the test S3 server.
@@ -355,6 +356,19 @@ pub struct Outcome {
     /// Peak of its heap and stacks in KiB (RssAnon, sampled every 20 ms): the part that would
     /// grow with the data, without the pages of the mapped binary.
     pub peak_anon_kib: u64,
+}
+
+impl Outcome {
+    /// Asserts that the run Succeeded, showing its report and log when it did not.
+    pub fn assert_succeeded(&self) {
+        assert_eq!(
+            self.report.state,
+            Some(RunState::Succeeded),
+            "{:?}\n{}",
+            self.report,
+            self.stderr
+        );
+    }
 }
 
 /// A configured `baas agent` invocation.
