@@ -288,12 +288,13 @@ pub fn requeue_after_error(error: &Error) -> Action {
 /// Drops the metrics of deleted Schedules once a minute: a deleted Schedule must not keep an
 /// old `last_successful_backup` series that fires `BaasBackupTooOld` a day later.
 async fn forget_deleted_schedules(schedules: Store<Schedule>, metrics: Metrics) {
+    // An empty cache before the first listing would look like every Schedule was deleted.
+    if schedules.wait_until_ready().await.is_err() {
+        return;
+    }
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         every.tick().await;
-        if schedules.state().is_empty() && schedules.wait_until_ready().await.is_err() {
-            return;
-        }
         let live = schedules
             .state()
             .iter()

@@ -357,7 +357,7 @@ fn write_archive(
     let mut child = command
         .spawn()
         .map_err(|e| Error::Restic(format!("cannot start restic: {e}")))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let stderr_reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -367,7 +367,6 @@ fn write_archive(
     });
     let gz = GzEncoder::new(PartWriter::new(tx), Compression::default());
     let mut builder = tar::Builder::new(gz);
-    let mut stdout = stdout;
     let archived = match &node {
         Some(node) if node.kind != "dir" => append_single_file(&mut builder, node, &mut stdout),
         _ => append_tree(&mut builder, path, &mut stdout),
