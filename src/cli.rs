@@ -103,6 +103,17 @@ pub struct OperatorArgs {
     /// Identity of this replica in leader election (the pod name in a Deployment).
     #[arg(long, env = "BAAS_POD_NAME")]
     pub pod_name: Option<String>,
+    /// Seconds another replica waits, after it last saw the leader renew, before it takes
+    /// over.
+    #[arg(long, env = "BAAS_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// Seconds the leader keeps reconciling without a successful renewal; shorter than
+    /// `--lease-duration`, so that a stalled leader stops before another takes over.
+    #[arg(long, env = "BAAS_LEASE_RENEW_DEADLINE", default_value_t = 10)]
+    pub lease_renew_deadline: u64,
+    /// Seconds between two attempts to take or renew the lease.
+    #[arg(long, env = "BAAS_LEASE_RETRY_PERIOD", default_value_t = 2)]
+    pub lease_retry_period: u64,
     /// Address of the plain-HTTP endpoint with `/metrics` and `/healthz` of the reconciler.
     #[arg(long, env = "BAAS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,

@@ -308,7 +308,28 @@ async fn forget_deleted_schedules(schedules: Store<Schedule>, metrics: Metrics) 
 pub async fn run_operator(args: OperatorArgs) -> Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let client = counted_client(&metrics).await?;
+    let timings = leader::Timings {
+        lease: Duration::from_secs(args.lease_duration),
+        renew_deadline: Duration::from_secs(args.lease_renew_deadline),
+        retry: Duration::from_secs(args.lease_retry_period),
+    }
+    .checked()?;
+    let leadership = if args.leader_election {
+        leader::Leadership::new(timings)
+    } else {
+        leader::Leadership::unconditional()
+    };
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Kube(kube::Error::InferConfig(e)))?;
+    // The lease and the webhook's lookups use a client of their own: only the reconciler's
+    // writes are fenced by leadership.
+    let client = counted_client(config.clone(), &metrics, None)?;
+    let reconciler_client = counted_client(
+        config,
+        &metrics,
+        Some(leader::fence::FenceLayer::new(leadership.clone())),
+    )?;
     let registry = Arc::new(registry);
     let settings = Settings {
         jobs: JobSettings {
@@ -320,27 +341,43 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
 
     // One set of PVC and pod caches serves both the webhook and backup planning.
     let lookups = crate::webhook::lookup::ReflectorLookups::start(client.clone());
+    let controllers = || {
+        run_controllers(
+            reconciler_client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            Some(lookups.clone()),
+        )
+    };
     let reconcile = async {
-        if args.leader_election {
-            let identity = args
-                .pod_name
-                .clone()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| format!("baas-{}", std::process::id()));
-            let lease = leader::LeaseLock::new(client.clone(), &args.lease_namespace, identity);
+        if !args.leader_election {
+            return controllers().await;
+        }
+        let identity = args
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("baas-{}", std::process::id()));
+        let lease = leader::LeaseLock::new(
+            client.clone(),
+            &args.lease_namespace,
+            identity,
+            timings,
+            leadership.clone(),
+        );
+        // A replica that lost the lease steps down and competes again, in the same process:
+        // a restart would put it into crash-loop back-off, and then no replica would be ready
+        // to take over the next time the leader stalls.
+        loop {
             lease.acquire().await?;
             tokio::select! {
-                result = run_controllers(client.clone(), settings, metrics.clone(), Some(lookups.clone())) => result,
-                lost = lease.hold() => lost,
+                result = controllers() => return result,
+                lost = lease.hold() => {
+                    if let Err(error) = lost {
+                        warn!(%error, "lost leadership; reconciling stops until this replica leads again");
+                    }
+                }
             }
-        } else {
-            run_controllers(
-                client.clone(),
-                settings,
-                metrics.clone(),
-                Some(lookups.clone()),
-            )
-            .await
         }
     };
     let everything = async {
@@ -443,15 +480,18 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A client whose every request is counted in the metrics.
-async fn counted_client(metrics: &Metrics) -> Result<Client> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| Error::Kube(kube::Error::InferConfig(e)))?;
-    let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder
-        .with_layer(&metrics::CountRequestsLayer::new(metrics))
-        .build())
+/// A client whose every request is counted in the metrics, and whose writes pass `fence`.
+fn counted_client(
+    config: kube::Config,
+    metrics: &Metrics,
+    fence: Option<leader::fence::FenceLayer>,
+) -> Result<Client> {
+    let builder = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&metrics::CountRequestsLayer::new(metrics));
+    Ok(match fence {
+        Some(fence) => builder.with_layer(&fence).build(),
+        None => builder.build(),
+    })
 }
 
 async fn log_result<T, E: std::fmt::Display>(
@@ -632,6 +672,17 @@ async fn run_controller<K: run::RunKind>(
         .await
 }
 
+/// Tasks that end when their owner is dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Runs the five controllers until shutdown. Each kind is watched once: Jobs feed the four run
 /// controllers (by owner kind), runs feed their own controller and the Schedule controller.
 pub async fn run_controllers(
@@ -668,11 +719,14 @@ pub async fn run_controllers(
         ready: Arc::default(),
         cluster,
     };
-    tokio::spawn(stores.clone().watch_readiness());
-    tokio::spawn(forget_deleted_schedules(
-        schedules.store.clone(),
-        metrics.clone(),
-    ));
+    // Ends with the controllers: a replica that steps down must not keep these going.
+    let _background = AbortOnDrop(vec![
+        tokio::spawn(stores.clone().watch_readiness()),
+        tokio::spawn(forget_deleted_schedules(
+            schedules.store.clone(),
+            metrics.clone(),
+        )),
+    ]);
 
     let schedule_controller = Controller::for_stream(schedule_triggers, schedules.store.clone())
         .owns_stream(scheduled_backups)

@@ -18,6 +18,8 @@ mod faults;
 mod fixtures;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/leader.rs"]
+mod leader;
 #[path = "e2e/manifests.rs"]
 mod manifests;
 #[path = "e2e/prune.rs"]
