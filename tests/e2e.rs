@@ -28,5 +28,7 @@ mod prune;
 mod restore;
 #[path = "e2e/schedule.rs"]
 mod schedule;
+#[path = "e2e/secrets.rs"]
+mod secrets;
 #[path = "e2e/seed.rs"]
 mod seed;

@@ -15,11 +15,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 /// The variables `scripts/cluster env` exports that the tests use.
-const CLUSTER_VARS: [&str; 9] = [
+const CLUSTER_VARS: [&str; 11] = [
     "KUBECONFIG",
     "BAAS_S3_ENDPOINT",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "BAAS_S3_TENANT_ACCESS_KEY",
+    "BAAS_S3_TENANT_SECRET_KEY",
     "BAAS_PUSHGATEWAY_URL",
     "BAAS_CLUSTER_DIR",
     "BAAS_CLUSTER_NODES",

@@ -12,7 +12,7 @@ install_operator() {
   kc apply -f "$m/rbac.yaml" >/dev/null || die "applying manifests/rbac.yaml failed"
   kc -n baas-system create secret tls baas-webhook-tls --cert "$STATE/webhook/tls.crt" --key "$STATE/webhook/tls.key" \
     --dry-run=client -o yaml | kc apply -f - >/dev/null || die "creating the Secret baas-webhook-tls failed"
-  kc apply -f "$m/service.yaml" >/dev/null || die "applying manifests/service.yaml failed"
+  kc apply -f "$m/service.yaml" -f "$m/networkpolicy.yaml" >/dev/null || die "applying manifests/service.yaml and networkpolicy.yaml failed"
   # the one substitution a user makes too: their registry's image for the published one
   grep -q "$PUBLISHED_IMAGE" "$m/deployment.yaml" || die "manifests/deployment.yaml no longer names $PUBLISHED_IMAGE"
   sed "s#$PUBLISHED_IMAGE#$image#g" "$m/deployment.yaml" | kc apply -f - >/dev/null || die "applying manifests/deployment.yaml failed"
