@@ -127,17 +127,24 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
     };
     match &args.op {
         AgentOp::Backup {
-            backup_commands,
+            backup_pods,
+            local_pods,
             wait_for_repository,
         } => {
-            let commands = backup::parse_commands(backup_commands.as_deref())?;
+            let commands = backup::pods::parse_pods(backup_pods.as_deref())?;
             if *wait_for_repository {
                 ctx.restic.wait_until_created(REPOSITORY_WAIT).await?;
             }
             match args.exec_mode {
-                ExecMode::Local => backup::run(&ctx, &exec::LocalExec, &commands).await,
+                ExecMode::Local => {
+                    let exec = match local_pods {
+                        Some(path) => exec::LocalExec::from_file(path)?,
+                        None => exec::LocalExec::default(),
+                    };
+                    backup::run(&ctx, &exec, &commands).await
+                }
                 ExecMode::Kube if commands.is_empty() => {
-                    backup::run(&ctx, &exec::LocalExec, &commands).await
+                    backup::run(&ctx, &exec::LocalExec::default(), &commands).await
                 }
                 ExecMode::Kube => {
                     let client = kube::Client::try_default().await?;

@@ -11,10 +11,9 @@ fn wrong_password_fails_naming_the_password() {
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
-    let commands = r#"[{"pod":"db-0","container":"pg","command":"printf data"}]"#;
     let with_work = Agent::new(&repository, "shop")
         .env("RESTIC_PASSWORD", Some("not the password"))
-        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .backup_commands(&[("db-0", "pg", "printf data")])
         .run(&["backup"]);
     // With nothing to back up, the password is still checked.
     let without_work = Agent::new(&repository, "shop")
