@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{AgentArgs, AgentOp, ExecMode};
 use crate::crd::RunState;
+use crate::redact::redact;
 use crate::report::RunReport;
 use crate::{Error, Result};
 
@@ -66,6 +67,9 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
             ..RunReport::default()
         },
     };
+    // Here the run's words leave the process (log, termination message, and from it the
+    // run's status and Events): no URL query or signing parameter goes with them.
+    redact_report(&mut report);
     report.duration_seconds = started.elapsed().as_secs_f64();
     let state = report.state.unwrap_or(RunState::Failed);
     tracing::info!(
@@ -94,13 +98,25 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
             schedule: args.schedule.as_deref().unwrap_or(""),
         };
         if let Err(e) = metrics::push(&http, url, &labels, &report).await {
-            tracing::warn!(url, "pushing metrics failed (the run's result stands): {e}");
+            tracing::warn!(
+                url = %redact(url),
+                "pushing metrics failed (the run's result stands): {}",
+                redact(&e.to_string())
+            );
         }
     }
     Ok(match state {
         RunState::Succeeded | RunState::PartiallySucceeded => EXIT_OK,
         _ => EXIT_FAILED,
     })
+}
+
+/// Redacts the report's message and errors, the only free text it carries.
+fn redact_report(report: &mut RunReport) {
+    report.message = redact(&report.message);
+    for error in &mut report.errors {
+        *error = redact(error);
+    }
 }
 
 async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
