@@ -69,7 +69,7 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
     };
     // Here the run's words leave the process (log, termination message, and from it the
     // run's status and Events): no URL query or signing parameter goes with them.
-    redact_report(&mut report);
+    report = report.redacted();
     report.duration_seconds = started.elapsed().as_secs_f64();
     let state = report.state.unwrap_or(RunState::Failed);
     tracing::info!(
@@ -109,14 +109,6 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
         RunState::Succeeded | RunState::PartiallySucceeded => EXIT_OK,
         _ => EXIT_FAILED,
     })
-}
-
-/// Redacts the report's message and errors, the only free text it carries.
-fn redact_report(report: &mut RunReport) {
-    report.message = redact(&report.message);
-    for error in &mut report.errors {
-        *error = redact(error);
-    }
 }
 
 async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
