@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{AgentArgs, AgentOp, ExecMode};
 use crate::crd::RunState;
+use crate::redact::redact;
 use crate::report::RunReport;
 use crate::{Error, Result};
 
@@ -66,6 +67,9 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
             ..RunReport::default()
         },
     };
+    // Here the run's words leave the process (log, termination message, and from it the
+    // run's status and Events): no URL query or signing parameter goes with them.
+    report = report.redacted();
     report.duration_seconds = started.elapsed().as_secs_f64();
     let state = report.state.unwrap_or(RunState::Failed);
     tracing::info!(
@@ -94,7 +98,11 @@ pub async fn run(args: AgentArgs) -> Result<i32> {
             schedule: args.schedule.as_deref().unwrap_or(""),
         };
         if let Err(e) = metrics::push(&http, url, &labels, &report).await {
-            tracing::warn!(url, "pushing metrics failed (the run's result stands): {e}");
+            tracing::warn!(
+                url = %redact(url),
+                "pushing metrics failed (the run's result stands): {}",
+                redact(&e.to_string())
+            );
         }
     }
     Ok(match state {
@@ -127,17 +135,24 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
     };
     match &args.op {
         AgentOp::Backup {
-            backup_commands,
+            backup_pods,
+            local_pods,
             wait_for_repository,
         } => {
-            let commands = backup::parse_commands(backup_commands.as_deref())?;
+            let commands = backup::pods::parse_pods(backup_pods.as_deref())?;
             if *wait_for_repository {
                 ctx.restic.wait_until_created(REPOSITORY_WAIT).await?;
             }
             match args.exec_mode {
-                ExecMode::Local => backup::run(&ctx, &exec::LocalExec, &commands).await,
+                ExecMode::Local => {
+                    let exec = match local_pods {
+                        Some(path) => exec::LocalExec::from_file(path)?,
+                        None => exec::LocalExec::default(),
+                    };
+                    backup::run(&ctx, &exec, &commands).await
+                }
                 ExecMode::Kube if commands.is_empty() => {
-                    backup::run(&ctx, &exec::LocalExec, &commands).await
+                    backup::run(&ctx, &exec::LocalExec::default(), &commands).await
                 }
                 ExecMode::Kube => {
                     let client = kube::Client::try_default().await?;

@@ -194,9 +194,15 @@ pub enum ExecMode {
 pub enum AgentOp {
     /// Back up every directory under the data directory and every backup command.
     Backup {
-        /// Backup commands as JSON: `[{"pod": "...", "container": "...", "command": "..."}]`.
-        #[arg(long, env = "BAAS_BACKUP_COMMANDS")]
-        backup_commands: Option<String>,
+        /// Pods whose backup command to run, as JSON: `[{"pod": "...", "container": "..."}]`.
+        /// Each command is read from its pod's `appuio.ch/backupcommand` annotation at run
+        /// time, never passed here (it may hold a password).
+        #[arg(long, env = "BAAS_BACKUP_PODS")]
+        backup_pods: Option<String>,
+        /// With `--exec-mode local`: a JSON pod list (`kubectl get pods -o json`) that stands
+        /// in for the namespace's pods (tests and benchmarks without a cluster).
+        #[arg(long, env = "BAAS_LOCAL_PODS")]
+        local_pods: Option<PathBuf>,
         /// Never create the repository; wait for the run's first Job to do so (set on the
         /// other Jobs of a run, since concurrent `restic init`s break a new repository).
         #[arg(long, env = "BAAS_WAIT_FOR_REPOSITORY")]

@@ -177,16 +177,20 @@ pub fn agent_hostname(run: &RunMeta, job_name: &str) -> String {
     dns_label(job_name, &format!("{:016x}", fnv1a64(identity.as_bytes())))
 }
 
-/// A shell command run inside a pod whose stdout goes into the backup; the JSON shape of
-/// `BAAS_BACKUP_COMMANDS`.
+/// Environment variable that names the pods whose backup command a backup Job runs.
+pub const ENV_BACKUP_PODS: &str = "BAAS_BACKUP_PODS";
+
+/// A pod (and container) with a backup command; the JSON shape of [`ENV_BACKUP_PODS`].
+///
+/// The command itself is not here: it may hold a password (`mysqldump -psecret`), and a Job's
+/// environment is readable by everyone who may read Jobs. The agent reads the command from
+/// the pod's annotation when it runs it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct BackupCommand {
+pub struct BackupPod {
     /// Pod name.
     pub pod: String,
     /// Container name.
     pub container: String,
-    /// Shell command.
-    pub command: String,
 }
 
 /// One Job of a backup.
@@ -197,8 +201,8 @@ pub struct BackupJobPlan {
     pub node: Option<String>,
     /// Claims mounted read-only at `/data/<claim>`.
     pub claims: Vec<String>,
-    /// Backup commands this Job runs (all of them go into one Job).
-    pub commands: Vec<BackupCommand>,
+    /// Pods whose backup commands this Job runs (all of them go into one Job).
+    pub commands: Vec<BackupPod>,
 }
 
 /// What one backup does: its Jobs and the claims it cannot back up.
@@ -334,24 +338,26 @@ fn selected_node(pvc: &PersistentVolumeClaim) -> Option<String> {
         .map(String::from)
 }
 
-fn backup_commands(live: &[&Pod]) -> Vec<BackupCommand> {
-    let mut commands: Vec<BackupCommand> = live
+fn backup_commands(live: &[&Pod]) -> Vec<BackupPod> {
+    let mut commands: Vec<BackupPod> = live
         .iter()
         .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .filter_map(|pod| {
             let annotations = pod.metadata.annotations.as_ref()?;
-            let command = annotations.get(ANNOTATION_BACKUP_COMMAND)?.trim();
-            if command.is_empty() {
+            if annotations
+                .get(ANNOTATION_BACKUP_COMMAND)?
+                .trim()
+                .is_empty()
+            {
                 return None;
             }
             let container = match annotations.get(ANNOTATION_BACKUP_COMMAND_CONTAINER) {
                 Some(container) if !container.trim().is_empty() => container.trim().to_string(),
                 _ => pod.spec.as_ref()?.containers.first()?.name.clone(),
             };
-            Some(BackupCommand {
+            Some(BackupPod {
                 pod: pod.metadata.name.clone()?,
                 container,
-                command: command.to_string(),
             })
         })
         .collect();
@@ -634,7 +640,7 @@ pub fn build_backup_job(
     if !plan.commands.is_empty() {
         let json = serde_json::to_string(&plan.commands)
             .map_err(|e| Error::Serialization(e.to_string()))?;
-        env.push(plain_env("BAAS_BACKUP_COMMANDS", json));
+        env.push(plain_env(ENV_BACKUP_PODS, json));
     }
     let mounts = plan
         .claims

@@ -14,9 +14,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&cli.log).with_context(|| format!("--log {:?}", cli.log))?;
+    // Every line is redacted: an HTTP client's error may quote a presigned URL, whose query
+    // holds an access key ID and a signature.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| baas::redact::RedactingWriter(std::io::stderr()));
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -71,15 +71,47 @@ impl RunReport {
     }
 
     /// Reads a report from a termination message; `None` when the message is not one (for
-    /// example when the agent was killed before it could write it).
+    /// example when the agent was killed before it could write it). Redacted again, since
+    /// the run's status and Events are read more widely than the pod, and an agent of an
+    /// older image may have written it.
     pub fn from_termination_message(message: &str) -> Option<RunReport> {
-        serde_json::from_str(message.trim()).ok()
+        serde_json::from_str::<RunReport>(message.trim())
+            .ok()
+            .map(RunReport::redacted)
+    }
+
+    /// The report with URL queries, user info and signing parameters removed from its free
+    /// text (see [`crate::redact`]).
+    pub fn redacted(mut self) -> RunReport {
+        self.message = crate::redact::redact(&self.message);
+        for error in &mut self.errors {
+            *error = crate::redact::redact(error);
+        }
+        self
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn termination_message_with_a_presigned_url_is_read_redacted() {
+        let leaky = RunReport {
+            message: "S3 part 1: error sending request for url \
+                      (http://s3:9000/b/k?X-Amz-Credential=AKIAEXAMPLE%2F2026&X-Amz-Signature=ab)"
+                .into(),
+            errors: vec!["see http://u:p@s3:9000/b?uploads".into()],
+            ..RunReport::default()
+        };
+        let read =
+            RunReport::from_termination_message(&leaky.to_termination_message()).expect("a report");
+        assert_eq!(
+            read.message,
+            "S3 part 1: error sending request for url (http://s3:9000/b/k?<redacted>)"
+        );
+        assert_eq!(read.errors, ["see http://s3:9000/b?<redacted>"]);
+    }
 
     #[test]
     fn report_with_many_errors_is_trimmed_to_the_limit_and_keeps_its_snapshot() {

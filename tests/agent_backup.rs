@@ -92,13 +92,15 @@ fn unreadable_directory_makes_a_partial_backup_that_names_it() {
 fn failed_backup_command_stores_nothing_and_says_why() {
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
-    let commands = r#"[
-        {"pod":"db-0","container":"mysql","command":"echo half-a-dump; echo 'mysqldump: Access denied' >&2; exit 2"},
-        {"pod":"web-0","container":"nginx","command":"printf hello"}
-    ]"#;
-
     let outcome = Agent::new(&repository, "shop")
-        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .backup_commands(&[
+            (
+                "db-0",
+                "mysql",
+                "echo half-a-dump; echo 'mysqldump: Access denied' >&2; exit 2",
+            ),
+            ("web-0", "nginx", "printf hello"),
+        ])
         .run(&["backup"]);
 
     assert_eq!(
@@ -135,9 +137,8 @@ fn failed_backup_command_stores_nothing_and_says_why() {
 fn only_failing_backup_command_fails_the_run() {
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
-    let commands = r#"[{"pod":"db-0","container":"mysql","command":"exit 1"}]"#;
     let outcome = Agent::new(&repository, "shop")
-        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .backup_commands(&[("db-0", "mysql", "exit 1")])
         .run(&["backup"]);
     assert_eq!(
         outcome.report.state,
@@ -161,10 +162,10 @@ fn streamed_backup_command_of_400_mb_keeps_the_agent_small() {
         .status()
         .expect("sh");
     assert!(status.success());
-    let commands = serde_json::json!([{"pod": "db-0", "container": "pg", "command": format!("cat {}", file.display())}]).to_string();
+    let command = format!("cat {}", file.display());
 
     let outcome = Agent::new(&repository, "shop")
-        .env("BAAS_BACKUP_COMMANDS", Some(&commands))
+        .backup_commands(&[("db-0", "pg", &command)])
         .run(&["backup"]);
 
     outcome.assert_succeeded();
@@ -204,10 +205,10 @@ fn backup_pushes_its_metrics_and_a_dead_pushgateway_does_not_fail_it() {
         return;
     };
     let repository = s3.repository("backups");
-    let commands = r#"[{"pod":"web-0","container":"nginx","command":"printf hello"}]"#;
+    let commands = [("web-0", "nginx", "printf hello")];
 
     let outcome = Agent::new(&repository, "shop")
-        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .backup_commands(&commands)
         .env("BAAS_PROM_URL", Some(&gateway.url))
         .env("BAAS_SCHEDULE", Some("nightly"))
         .run(&["backup"]);
@@ -237,7 +238,7 @@ fn backup_pushes_its_metrics_and_a_dead_pushgateway_does_not_fail_it() {
     assert!(value("baas_backup_last_success_timestamp_seconds").contains("e+09"));
 
     let unreachable = Agent::new(&repository, "shop")
-        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .backup_commands(&commands)
         .env("BAAS_PROM_URL", Some("http://127.0.0.1:9"))
         .run(&["backup"]);
     assert_eq!(
@@ -260,9 +261,8 @@ fn backup_command_killed_mid_stream_leaves_no_snapshot() {
     let repository = s3.repository("backups");
     // 5 MB reach restic before the command dies: exactly the truncated dump that must not
     // look like a good one.
-    let commands = r#"[{"pod":"db-0","container":"pg","command":"head -c 5000000 /dev/urandom; kill -KILL $$"}]"#;
     let outcome = Agent::new(&repository, "shop")
-        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .backup_commands(&[("db-0", "pg", "head -c 5000000 /dev/urandom; kill -KILL $$")])
         .run(&["backup"]);
     assert_eq!(
         outcome.report.state,
@@ -276,4 +276,50 @@ fn backup_command_killed_mid_stream_leaves_no_snapshot() {
         outcome.report.errors
     );
     assert!(support::snapshots(&repository).is_empty());
+}
+
+#[test]
+fn backup_command_is_read_from_its_pod_and_a_gone_pod_or_annotation_is_named() {
+    let Some(s3) = S3Server::start() else { return };
+    let repository = s3.repository("backups");
+    // The command carries a password, as the seed's `mysqldump -uroot -psecure` does.
+    let command = "printf dump # --password=hunter2-secret";
+    let pods = serde_json::json!({"items": [
+        {"metadata": {"name": "db-0", "annotations": {"appuio.ch/backupcommand": command}}},
+        {"metadata": {"name": "cache-0", "annotations": {"other": "x"}}}
+    ]});
+    let targets = r#"[
+        {"pod":"db-0","container":"mysql"},
+        {"pod":"web-0","container":"nginx"},
+        {"pod":"cache-0","container":"redis"}
+    ]"#;
+
+    let outcome = Agent::new(&repository, "shop")
+        .backup_pods(targets, &pods)
+        .run(&["backup"]);
+
+    assert_eq!(
+        outcome.report.state,
+        Some(RunState::PartiallySucceeded),
+        "{:?}\n{}",
+        outcome.report,
+        outcome.stderr
+    );
+    assert_eq!(
+        outcome.report.errors,
+        [
+            "backup command in pod web-0, container nginx: the pod is gone (it was deleted \
+             after the backup was planned); nothing was stored for it",
+            "backup command in pod cache-0, container redis: the pod no longer has the \
+             annotation appuio.ch/backupcommand (it was removed after the backup was planned); \
+             nothing was stored for it",
+        ]
+    );
+    let dumped = support::restic(&repository, &["dump", "latest", "/shop-db-0-mysql"]);
+    assert_eq!(dumped.stdout, b"dump");
+    let snapshots = serde_json::Value::Array(support::snapshots(&repository)).to_string();
+    let report = format!("{:?}", outcome.report);
+    for text in [&report, &outcome.stderr, &snapshots] {
+        assert!(!text.contains("hunter2"), "the command leaked: {text}");
+    }
 }

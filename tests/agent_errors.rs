@@ -11,10 +11,9 @@ fn wrong_password_fails_naming_the_password() {
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
-    let commands = r#"[{"pod":"db-0","container":"pg","command":"printf data"}]"#;
     let with_work = Agent::new(&repository, "shop")
         .env("RESTIC_PASSWORD", Some("not the password"))
-        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .backup_commands(&[("db-0", "pg", "printf data")])
         .run(&["backup"]);
     // With nothing to back up, the password is still checked.
     let without_work = Agent::new(&repository, "shop")
@@ -107,6 +106,17 @@ fn check_of_a_repository_that_does_not_exist_fails_without_creating_it() {
 /// Backs up one small dump of namespace `shop`, then restores it to `bucket` on the same
 /// server; the agent's outcome.
 fn restore_one_dump_to_bucket(s3: &S3Server, bucket: &str) -> support::Outcome {
+    restore_one_dump_to(s3, &s3.endpoint, bucket, support::SECRET_KEY)
+}
+
+/// Backs up one small dump of namespace `shop` on `s3`, then restores it to `bucket` at
+/// `endpoint`, signing with `secret`; the agent's outcome.
+fn restore_one_dump_to(
+    s3: &S3Server,
+    endpoint: &str,
+    bucket: &str,
+    secret: &str,
+) -> support::Outcome {
     let repository = s3.repository("backups");
     support::restic(&repository, &["init"]);
     support::restic_with_stdin(
@@ -124,14 +134,46 @@ fn restore_one_dump_to_bucket(s3: &S3Server, bucket: &str) -> support::Outcome {
     Agent::new(&repository, "shop").run(&[
         "restore",
         "--s3-endpoint",
-        &s3.endpoint,
+        endpoint,
         "--s3-bucket",
         bucket,
         "--s3-access-key-id",
         support::ACCESS_KEY,
         "--s3-secret-access-key",
-        support::SECRET_KEY,
+        secret,
     ])
+}
+
+#[test]
+fn failed_s3_restore_names_the_cause_without_the_access_key_or_a_signature() {
+    // A port nobody listens on: the HTTP client's error quotes the presigned URL it could
+    // not send, which holds the access key ID and the signature.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refused = format!("http://{}", closed.local_addr().expect("address"));
+    drop(closed);
+    for (refuse, secret, cause) in [
+        (true, support::SECRET_KEY, "(after 5 attempts)"),
+        (false, "not the secret", "403 Forbidden"),
+    ] {
+        let Some(s3) = S3Server::start() else { return };
+        let endpoint = if refuse { &refused } else { &s3.endpoint };
+        let outcome = restore_one_dump_to(&s3, endpoint, "restores", secret);
+        assert_eq!(
+            outcome.report.state,
+            Some(RunState::Failed),
+            "{}",
+            outcome.stderr
+        );
+        let message = &outcome.report.message;
+        assert!(message.starts_with("S3 starting the upload: "), "{message}");
+        assert!(message.contains(cause), "{message}");
+        let report = format!("{:?}", outcome.report);
+        for text in [&report, &outcome.stderr] {
+            for secret in [support::ACCESS_KEY, "X-Amz-Signature", "X-Amz-Credential"] {
+                assert!(!text.contains(secret), "{secret} leaked: {text}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -234,9 +234,8 @@ async fn volumes_restore_byte_identical_to_a_directory_and_to_s3() {
 async fn backup_command_dump_restores_to_s3_as_a_one_file_archive() {
     let Some(s3) = S3Server::start() else { return };
     let repository = s3.repository("backups");
-    let commands = r#"[{"pod":"db-0","container":"mysql","command":"printf 'dump of %s' db"}]"#;
     let backup = Agent::new(&repository, "shop")
-        .env("BAAS_BACKUP_COMMANDS", Some(commands))
+        .backup_commands(&[("db-0", "mysql", "printf 'dump of %s' db")])
         .run(&["backup"]);
     backup.assert_succeeded();
     assert_eq!(backup.report.snapshots[0].paths, ["/shop-db-0-mysql"]);

@@ -13,13 +13,15 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::Context;
 use super::exec::{PodExec, capture_bounded};
 use super::restic::{self, BackupOutput, EXIT_PARTIAL, UnreadableItem};
+
+pub mod pods;
 use crate::crd::{RunState, SnapshotRef, Summary};
+use crate::job::BackupPod;
 use crate::report::RunReport;
 use crate::{Error, Result};
 
@@ -27,40 +29,6 @@ use crate::{Error, Result};
 const COMMAND_STDERR_LIMIT: usize = 1024;
 /// Copy buffer between the command's stdout and restic's stdin.
 const PUMP_BUFFER: usize = 256 << 10;
-
-/// One entry of `BAAS_BACKUP_COMMANDS`.
-#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct BackupCommand {
-    /// Pod the command runs in.
-    pub pod: String,
-    /// Container the command runs in; the pod's first when absent.
-    #[serde(default)]
-    pub container: Option<String>,
-    /// Shell command whose stdout is the backup.
-    pub command: String,
-}
-
-impl BackupCommand {
-    /// The file name of the dump inside the snapshot: `/<namespace>-<pod>-<container>`.
-    pub fn stdin_filename(&self, namespace: &str) -> String {
-        match &self.container {
-            Some(container) => format!("/{namespace}-{}-{container}", self.pod),
-            None => format!("/{namespace}-{}", self.pod),
-        }
-    }
-}
-
-/// Parses `BAAS_BACKUP_COMMANDS`; absent or empty means none.
-pub fn parse_commands(json: Option<&str>) -> Result<Vec<BackupCommand>> {
-    match json.map(str::trim) {
-        None | Some("") => Ok(Vec::new()),
-        Some(json) => serde_json::from_str(json).map_err(|e| {
-            Error::InvalidSpec(format!(
-                "BAAS_BACKUP_COMMANDS is not a list of commands: {e}"
-            ))
-        }),
-    }
-}
 
 /// The outcome of one part of a backup (the volumes, or one command).
 struct Part {
@@ -75,11 +43,7 @@ struct Part {
 }
 
 /// Runs the backup and reports on it.
-pub async fn run<E: PodExec>(
-    ctx: &Context,
-    exec: &E,
-    commands: &[BackupCommand],
-) -> Result<RunReport> {
+pub async fn run<E: PodExec>(ctx: &Context, exec: &E, commands: &[BackupPod]) -> Result<RunReport> {
     ctx.restic.open(true).await?;
     let unlocked = super::locks::remove_stale(ctx).await?;
     let volumes = list_volumes(&ctx.data_dir)?;
@@ -248,17 +212,9 @@ fn probe_unreadable(path: &Path) -> Option<Cause> {
     })
 }
 
-async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, command: &BackupCommand) -> Part {
-    let filename = command.stdin_filename(&ctx.namespace);
-    let what = format!(
-        "backup command in pod {}{}",
-        command.pod,
-        command
-            .container
-            .as_deref()
-            .map(|c| format!(", container {c}"))
-            .unwrap_or_default()
-    );
+async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, target: &BackupPod) -> Part {
+    let filename = pods::stdin_filename(&ctx.namespace, target);
+    let what = pods::describe(target);
     let failed = |reason: String| Part {
         errors: vec![format!("{what}: {reason}")],
         what: what.clone(),
@@ -266,7 +222,16 @@ async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, command: &BackupCom
         summary: Summary::default(),
         failed: true,
     };
-    match stream_command(ctx, exec, command, &filename).await {
+    // Read at run time, not from the Job: the command may hold a password.
+    let command = match exec.get_pod(&target.pod).await {
+        Ok(pod) => pods::command_of(pod.as_ref()),
+        Err(e) => Err(format!("cannot read the pod: {e}")),
+    };
+    let command = match command {
+        Ok(command) => command,
+        Err(reason) => return failed(format!("{reason}; nothing was stored for it")),
+    };
+    match stream_command(ctx, exec, target, &command, &filename).await {
         Ok(output) => match finish_part(ctx, what.clone(), vec![filename], output).await {
             Ok(part) => part,
             Err(e) => failed(e.to_string()),
@@ -280,11 +245,12 @@ async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, command: &BackupCom
 async fn stream_command<E: PodExec>(
     ctx: &Context,
     exec: &E,
-    command: &BackupCommand,
+    target: &BackupPod,
+    command: &str,
     filename: &str,
 ) -> std::result::Result<BackupOutput, String> {
     let mut session = exec
-        .exec(&command.pod, command.container.as_deref(), &command.command)
+        .exec(&target.pod, Some(&target.container), command)
         .await?;
     let mut args: Vec<String> = [
         "backup",
@@ -486,18 +452,6 @@ mod tests {
             errors: errors.iter().map(|e| e.to_string()).collect(),
             failed,
         }
-    }
-
-    #[test]
-    fn commands_json_with_and_without_container_parses() {
-        let commands = parse_commands(Some(
-            r#"[{"pod":"db-0","container":"mysql","command":"mysqldump"},{"pod":"x","command":"cat"}]"#,
-        ))
-        .expect("valid JSON");
-        assert_eq!(commands[0].stdin_filename("ns"), "/ns-db-0-mysql");
-        assert_eq!(commands[1].stdin_filename("ns"), "/ns-x");
-        assert!(parse_commands(None).expect("absent is none").is_empty());
-        assert!(parse_commands(Some("{")).is_err());
     }
 
     #[test]

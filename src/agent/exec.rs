@@ -3,6 +3,7 @@
 //! `sh -c` next to the agent (tests and benchmarks without a cluster).
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::process::Stdio;
 
@@ -22,8 +23,11 @@ pub struct ExecSession {
     pub finished: Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
 }
 
-/// Starts commands in pods.
+/// Reads pods and starts commands in them.
 pub trait PodExec: Send + Sync {
+    /// The pod named `name` as it is now; `None` when there is no such pod.
+    fn get_pod(&self, name: &str) -> impl Future<Output = Result<Option<Pod>, String>> + Send;
+
     /// Starts `sh -c <command>` in `container` of `pod` (the first container when `None`).
     fn exec(
         &self,
@@ -48,6 +52,10 @@ impl KubeExec {
 }
 
 impl PodExec for KubeExec {
+    async fn get_pod(&self, name: &str) -> Result<Option<Pod>, String> {
+        self.pods.get_opt(name).await.map_err(|e| e.to_string())
+    }
+
     async fn exec(
         &self,
         pod: &str,
@@ -126,11 +134,45 @@ fn exit_code(status: &Status) -> Option<String> {
         .and_then(|c| c.message.clone())
 }
 
-/// Runs commands with `sh -c` on this machine; pod and container are ignored.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LocalExec;
+/// Runs commands with `sh -c` on this machine; the pods are read from a list given at the
+/// start (a `kubectl get pods -o json` document), and containers are ignored.
+#[derive(Clone, Debug, Default)]
+pub struct LocalExec {
+    pods: Vec<Pod>,
+}
+
+/// The shape of `kubectl get pods -o json`.
+#[derive(serde::Deserialize)]
+struct PodList {
+    items: Vec<Pod>,
+}
+
+impl LocalExec {
+    /// Pods from the JSON document at `path`: a pod list (`{"items": [...]}`) or an array.
+    pub fn from_file(path: &Path) -> crate::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| crate::Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let pods = serde_json::from_str::<PodList>(&text)
+            .map(|list| list.items)
+            .or_else(|_| serde_json::from_str::<Vec<Pod>>(&text))
+            .map_err(|e| {
+                crate::Error::InvalidSpec(format!("{} is not a list of pods: {e}", path.display()))
+            })?;
+        Ok(LocalExec { pods })
+    }
+}
 
 impl PodExec for LocalExec {
+    async fn get_pod(&self, name: &str) -> Result<Option<Pod>, String> {
+        Ok(self
+            .pods
+            .iter()
+            .find(|pod| pod.metadata.name.as_deref() == Some(name))
+            .cloned())
+    }
+
     async fn exec(
         &self,
         _pod: &str,
@@ -196,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_exec_reports_non_zero_exit() {
-        let mut session = LocalExec
+        let mut session = LocalExec::default()
             .exec("pod", None, "echo out; echo err >&2; exit 7")
             .await
             .expect("sh starts");

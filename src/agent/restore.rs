@@ -327,23 +327,29 @@ async fn restore_to_s3(
         .stderr(Stdio::piped());
     let path = path.to_string();
     let producer = tokio::task::spawn_blocking(move || write_archive(command, &path, node, tx));
-    let uploaded = s3::upload(&ctx.http, destination, key, rx).await;
+    let uploaded = s3::upload(&s3::Transport::new(ctx.http.clone()), destination, key, rx).await;
     let produced = producer
         .await
         .map_err(|e| Error::Restic(format!("archive task failed: {e}")))?;
-    // Whichever side stopped first holds the cause; the other only saw it stop.
-    let ((files, bytes), size) = match (produced, uploaded) {
-        (Ok(counts), Ok(size)) => (counts, size),
-        (Err(produced), Err(Error::Http(m))) if m == s3::INCOMPLETE => return Err(produced),
-        (_, Err(uploaded)) => return Err(uploaded),
-        (Err(produced), Ok(_)) => return Err(produced),
-    };
+    let ((files, bytes), size) = first_cause(produced, uploaded)?;
     tracing::info!(key, size, files, bytes, "uploaded the restore archive");
     Ok(Summary {
         total_files: Some(files),
         total_bytes: Some(bytes),
         ..Summary::default()
     })
+}
+
+/// The outcome of an archive's production and upload. Whichever side stopped first holds
+/// the cause; the other only saw it stop (the uploader's [`s3::INCOMPLETE`], the producer's
+/// "the upload stopped").
+fn first_cause(produced: Result<(u64, u64)>, uploaded: Result<u64>) -> Result<((u64, u64), u64)> {
+    match (produced, uploaded) {
+        (Ok(counts), Ok(size)) => Ok((counts, size)),
+        (Err(produced), Err(Error::Http(m))) if m == s3::INCOMPLETE => Err(produced),
+        (_, Err(uploaded)) => Err(uploaded),
+        (Err(produced), Ok(_)) => Err(produced),
+    }
 }
 
 /// Runs `restic dump`, rewrites its output into the archive and feeds the uploader; returns
@@ -693,5 +699,24 @@ mod tests {
         builder
             .append_data(header, name, data.as_bytes())
             .expect("in memory");
+    }
+
+    #[test]
+    fn failed_s3_restore_reports_the_side_that_failed_first() {
+        let cause = |produced: Result<(u64, u64)>, uploaded: Result<u64>| {
+            first_cause(produced, uploaded).map_err(|e| e.to_string())
+        };
+        let restic_failed = || Err(Error::Restic("snapshot not found".into()));
+        let upload_stopped = || Err(Error::Restic("the upload stopped".into()));
+        let stalled = "S3 part 2: no data moved for 60s (after 5 attempts)";
+        assert_eq!(
+            cause(restic_failed(), Err(Error::Http(s3::INCOMPLETE.into()))),
+            Err(Error::Restic("snapshot not found".into()).to_string())
+        );
+        assert_eq!(
+            cause(upload_stopped(), Err(Error::Http(stalled.into()))),
+            Err(Error::Http(stalled.into()).to_string())
+        );
+        assert_eq!(cause(Ok((1, 2)), Ok(3)), Ok(((1, 2), 3)));
     }
 }

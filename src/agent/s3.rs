@@ -1,24 +1,27 @@
-//! Streaming an object of unknown size into S3 with a multipart upload, in constant memory:
-//! a blocking producer fills parts of [`FIRST_PART_SIZE`] bytes, hands each over a channel of
-//! one slot, and the uploader sends them one by one. At most three parts exist at a time.
+//! S3 with presigned requests: a restore's archive uploaded in parts ([`upload`]) and a
+//! read-only look at a restic repository's files ([`RepositoryFiles`]). Every request goes
+//! through [`Transport`], which retries transient failures and gives up only on a stall.
 
 use std::time::Duration;
 
-use rusty_s3::actions::{
-    AbortMultipartUpload, CompleteMultipartUpload, CreateBucket, CreateMultipartUpload, UploadPart,
-};
+use bytes::Bytes;
+use reqwest::Method;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
-use tokio::sync::mpsc;
 
-use super::chain;
 use crate::{Error, Result};
 
-/// Size of the first parts (S3's minimum for all but the last part is 5 MiB).
-pub const FIRST_PART_SIZE: usize = 8 << 20;
-/// Part sizes double after this many parts, so S3's limit of 10 000 parts is never reached.
-const PARTS_PER_SIZE: usize = 1000;
+pub mod transport;
+pub mod upload;
+
+#[cfg(test)]
+mod stand_in;
+#[cfg(test)]
+mod under_load;
+
+pub use transport::{RetryPolicy, Transport};
+pub use upload::{Chunk, FIRST_PART_SIZE, INCOMPLETE, PartWriter, upload};
 /// Presigned URLs are used at once; this only has to outlast one slow part.
-const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
+pub(crate) const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Where a restore archive goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +71,7 @@ impl Destination {
 /// restic whenever a request fails.
 #[derive(Clone, Debug)]
 pub struct RepositoryFiles {
-    http: reqwest::Client,
+    transport: Transport,
     bucket: Bucket,
     credentials: Credentials,
     prefix: String,
@@ -88,7 +91,7 @@ impl RepositoryFiles {
         let bucket =
             Bucket::new(endpoint.parse().ok()?, UrlStyle::Path, bucket_name, region).ok()?;
         Some(RepositoryFiles {
-            http: http.clone(),
+            transport: Transport::new(http.clone()),
             bucket,
             credentials,
             prefix,
@@ -100,23 +103,18 @@ impl RepositoryFiles {
     /// (that restic would retry for 15 minutes) from other refusals.
     pub async fn config(&self) -> ConfigAnswer {
         let key = format!("{}config", self.prefix);
-        let url = self
-            .bucket
-            .get_object(Some(&self.credentials), &key)
-            .sign(SIGNATURE_LIFETIME);
-        let response = match self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(e) => return ConfigAnswer::Unknown(format!("S3 GET {key}: {}", chain(&e))),
-        };
-        let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
-        config_answer(status, &body)
+        let what = format!("GET {key}");
+        let exchange = self.exchange(
+            Method::GET,
+            self.bucket
+                .get_object(Some(&self.credentials), &key)
+                .sign(SIGNATURE_LIFETIME),
+            &what,
+        );
+        match self.transport.send(&exchange).await {
+            Ok(answer) => config_answer(answer.status.as_u16(), &answer.body),
+            Err(e) => ConfigAnswer::Unknown(e.to_string()),
+        }
     }
 
     /// Names of the files in `dir` (`locks`, `snapshots`) that start with `start`, at most
@@ -125,12 +123,9 @@ impl RepositoryFiles {
         let prefix = format!("{}{dir}/", self.prefix);
         let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
         action.with_prefix(format!("{prefix}{start}"));
-        let url = action.sign(SIGNATURE_LIFETIME);
-        let body = send(
-            self.http.get(url).timeout(Duration::from_secs(30)),
-            "listing the repository",
-        )
-        .await?;
+        let what = "listing the repository";
+        let exchange = self.exchange(Method::GET, action.sign(SIGNATURE_LIFETIME), what);
+        let body = self.transport.send(&exchange).await?.success(what)?.body;
         let mut names = Vec::new();
         let mut rest = body.as_str();
         while let Some(at) = rest.find("<Key>") {
@@ -145,22 +140,39 @@ impl RepositoryFiles {
         }
         Ok(names)
     }
-}
 
-impl RepositoryFiles {
     /// Deletes the file `name` in `dir`; S3 answers a missing file with success too.
     pub async fn delete(&self, dir: &str, name: &str) -> Result<()> {
         let key = format!("{}{dir}/{name}", self.prefix);
-        let url = self
-            .bucket
-            .delete_object(Some(&self.credentials), &key)
-            .sign(SIGNATURE_LIFETIME);
-        send(
-            self.http.delete(url).timeout(Duration::from_secs(30)),
-            &format!("deleting {key}"),
-        )
-        .await
-        .map(drop)
+        let what = format!("deleting {key}");
+        let exchange = self.exchange(
+            Method::DELETE,
+            self.bucket
+                .delete_object(Some(&self.credentials), &key)
+                .sign(SIGNATURE_LIFETIME),
+            &what,
+        );
+        self.transport
+            .send(&exchange)
+            .await?
+            .success(&what)
+            .map(drop)
+    }
+
+    /// A bodiless request: every one of these reads or deletes, so it may be repeated.
+    fn exchange<'a>(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        what: &'a str,
+    ) -> transport::Exchange<'a> {
+        transport::Exchange {
+            method,
+            url,
+            body: Bytes::new(),
+            what,
+            idempotent: transport::Idempotent::Yes,
+        }
     }
 }
 
@@ -207,206 +219,8 @@ pub fn split_repository(repository: &str) -> Option<(String, String, String)> {
     Some((endpoint, bucket, prefix))
 }
 
-/// What the producer hands the uploader. The upload is completed only on `End`: a producer
-/// that fails and drops its sender leaves an aborted upload, never a truncated object.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Chunk {
-    /// The next part.
-    Part(Vec<u8>),
-    /// The object is complete.
-    End,
-}
-
-/// The uploader's error when the producer stopped without `End`.
-pub const INCOMPLETE: &str = "the archive ended before it was complete";
-
-/// The producer side: a `std::io::Write` that cuts its input into parts and hands them to the
-/// uploader, blocking while the uploader is busy (backpressure instead of buffering).
-pub struct PartWriter {
-    buf: Vec<u8>,
-    part_size: usize,
-    parts: usize,
-    tx: mpsc::Sender<Chunk>,
-}
-
-impl PartWriter {
-    /// A writer feeding `tx`.
-    pub fn new(tx: mpsc::Sender<Chunk>) -> Self {
-        PartWriter {
-            buf: Vec::with_capacity(FIRST_PART_SIZE),
-            part_size: FIRST_PART_SIZE,
-            parts: 0,
-            tx,
-        }
-    }
-
-    fn send(&mut self) -> std::io::Result<()> {
-        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_size));
-        self.tx
-            .blocking_send(Chunk::Part(part))
-            .map_err(|_| std::io::Error::other("the upload stopped"))?;
-        self.parts += 1;
-        if self.parts.is_multiple_of(PARTS_PER_SIZE) {
-            self.part_size *= 2;
-        }
-        Ok(())
-    }
-
-    /// Sends the last part and marks the object complete.
-    pub fn finish(mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() || self.parts == 0 {
-            self.send()?;
-        }
-        self.tx
-            .blocking_send(Chunk::End)
-            .map_err(|_| std::io::Error::other("the upload stopped"))
-    }
-}
-
-impl std::io::Write for PartWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let room = self.part_size - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == self.part_size {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Uploads the parts arriving on `parts` as object `key`; returns the object's size. On any
-/// error the multipart upload is aborted so no hidden parts are left to pay for.
-pub async fn upload(
-    http: &reqwest::Client,
-    destination: &Destination,
-    key: &str,
-    mut parts: mpsc::Receiver<Chunk>,
-) -> Result<u64> {
-    let bucket = destination.bucket()?;
-    let credentials = destination.credentials()?;
-    let start = || {
-        let url =
-            CreateMultipartUpload::new(&bucket, Some(&credentials), key).sign(SIGNATURE_LIFETIME);
-        send(http.post(url), "starting the upload")
-    };
-    let body = match start().await {
-        // A download bucket is the restore's target, like a directory: create it as restic
-        // creates the repository's bucket, so the seed's Restore works on a fresh server.
-        Err(Error::Http(message)) if message.contains("NoSuchBucket") => {
-            tracing::info!(bucket = %destination.bucket, "creating the restore bucket");
-            let url = CreateBucket::new(&bucket, &credentials).sign(SIGNATURE_LIFETIME);
-            send(http.put(url), "creating the bucket").await?;
-            start().await?
-        }
-        other => other?,
-    };
-    // Read the one field needed instead of the whole document: S3 implementations differ in
-    // the root element's name (rclone answers `InitiateMultipartUpload`).
-    let upload_id = xml_field(&body, "UploadId")
-        .map(|id| {
-            id.replace("&quot;", "\"")
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&amp;", "&")
-        })
-        .ok_or_else(|| {
-            Error::Http(format!(
-                "S3 gave no UploadId when starting the upload: {}",
-                shorten(&body)
-            ))
-        })?;
-
-    let uploaded = async {
-        let mut etags = Vec::new();
-        let mut size = 0u64;
-        loop {
-            let part = match parts.recv().await {
-                Some(Chunk::Part(part)) => part,
-                Some(Chunk::End) => break,
-                None => return Err(Error::Http(INCOMPLETE.into())),
-            };
-            let number = u16::try_from(etags.len() + 1)
-                .map_err(|_| Error::Http("more than 65535 parts".into()))?;
-            size += part.len() as u64;
-            let url = UploadPart::new(&bucket, Some(&credentials), key, number, &upload_id)
-                .sign(SIGNATURE_LIFETIME);
-            let response = http
-                .put(url)
-                .body(part)
-                .send()
-                .await
-                .map_err(|e| Error::Http(format!("S3 part {number}: {}", chain(&e))))?;
-            let response = check_status(response, &format!("part {number}")).await?;
-            let etag = response
-                .headers()
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| Error::Http(format!("S3 gave no ETag for part {number}")))?
-                .to_string();
-            etags.push(etag);
-        }
-        let complete = CompleteMultipartUpload::new(
-            &bucket,
-            Some(&credentials),
-            key,
-            &upload_id,
-            etags.iter().map(String::as_str),
-        );
-        let url = complete.sign(SIGNATURE_LIFETIME);
-        let body = complete.body();
-        let answer = send(http.post(url).body(body), "completing the upload").await?;
-        // S3 may answer 200 with an error document.
-        if answer.contains("<Error>") {
-            return Err(Error::Http(format!(
-                "S3 refused to complete the upload: {}",
-                shorten(&answer)
-            )));
-        }
-        Ok(size)
-    }
-    .await;
-    if uploaded.is_err() {
-        parts.close();
-        let url = AbortMultipartUpload::new(&bucket, Some(&credentials), key, &upload_id)
-            .sign(SIGNATURE_LIFETIME);
-        if let Err(e) = http.delete(url).send().await {
-            tracing::warn!(key, "aborting the multipart upload failed: {e}");
-        }
-    }
-    uploaded
-}
-
-async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<String> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| Error::Http(format!("S3 {what}: {}", chain(&e))))?;
-    let response = check_status(response, what).await?;
-    response
-        .text()
-        .await
-        .map_err(|e| Error::Http(format!("S3 {what}: {}", chain(&e))))
-}
-
-async fn check_status(response: reqwest::Response, what: &str) -> Result<reqwest::Response> {
-    if response.status().is_success() {
-        return Ok(response);
-    }
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    Err(Error::Http(format!(
-        "S3 {what}: {status}: {}",
-        shorten(&body)
-    )))
-}
-
 /// The text of the first `<tag>` element of an XML document.
-fn xml_field(body: &str, tag: &str) -> Option<String> {
+pub(crate) fn xml_field(body: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = body.find(&open)? + open.len();
     let end = body[start..].find("</")? + start;
@@ -414,7 +228,7 @@ fn xml_field(body: &str, tag: &str) -> Option<String> {
 }
 
 /// The S3 error code and message from an XML error document, or its first characters.
-fn shorten(body: &str) -> String {
+pub(crate) fn shorten(body: &str) -> String {
     match (xml_field(body, "Code"), xml_field(body, "Message")) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code,
@@ -425,7 +239,6 @@ fn shorten(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     #[test]
     fn config_answer_tells_absent_from_refused_credentials() {
@@ -480,24 +293,5 @@ mod tests {
             );
             assert_eq!(xml_field(&body, "UploadId").as_deref(), Some("abc-1"));
         }
-    }
-
-    #[test]
-    fn part_writer_cuts_parts_and_ends_with_the_rest_and_the_end_mark() {
-        let (tx, mut rx) = mpsc::channel(8);
-        let mut writer = PartWriter::new(tx);
-        let data = vec![7u8; FIRST_PART_SIZE + 10];
-        writer.write_all(&data).expect("channel has room");
-        writer.finish().expect("channel has room");
-        let chunks: Vec<Chunk> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
-        let sizes: Vec<usize> = chunks
-            .iter()
-            .filter_map(|c| match c {
-                Chunk::Part(p) => Some(p.len()),
-                Chunk::End => None,
-            })
-            .collect();
-        assert_eq!(sizes, [FIRST_PART_SIZE, 10]);
-        assert_eq!(chunks.last(), Some(&Chunk::End));
     }
 }

@@ -393,7 +393,10 @@ pub fn job_outcome(
                         .unwrap_or_default(),
                     t.message
                         .as_deref()
-                        .map(|m| format!(": {}", m.chars().take(300).collect::<String>()))
+                        .map(|m| {
+                            let m = crate::redact::redact(m);
+                            format!(": {}", m.chars().take(300).collect::<String>())
+                        })
                         .unwrap_or_default()
                 )
             })

@@ -271,15 +271,13 @@ fn plan_backup_commands_go_into_exactly_one_job_with_chosen_container() {
     assert_eq!(
         with_commands[0].commands,
         vec![
-            BackupCommand {
+            BackupPod {
                 pod: "mysql".into(),
                 container: "sidecar".into(),
-                command: "mysqldump --all-databases".into()
             },
-            BackupCommand {
+            BackupPod {
                 pod: "pg".into(),
                 container: "app".into(),
-                command: "pg_dumpall".into()
             },
         ]
     );
@@ -340,7 +338,7 @@ fn backup_job_passes_credentials_only_as_secret_refs() {
     // each Schedule pushes into its own Pushgateway group
     assert_eq!(env["BAAS_SCHEDULE"]["value"], "nightly");
     assert_eq!(env["BAAS_PROM_URL"]["value"], "http://push:9091");
-    assert!(!env.contains_key("BAAS_BACKUP_COMMANDS"));
+    assert!(!env.contains_key(ENV_BACKUP_PODS));
     for (name, var) in &env {
         if name.contains("PASSWORD") || name.contains("KEY") {
             assert!(
@@ -439,34 +437,39 @@ fn prune_job_with_empty_retention_gets_the_default() {
 }
 
 #[test]
-fn backup_job_carries_commands_as_json() {
-    let plan = BackupJobPlan {
-        node: None,
-        claims: vec![],
-        commands: vec![BackupCommand {
-            pod: "pg".into(),
-            container: "app".into(),
-            command: "pg_dumpall".into(),
-        }],
-    };
+fn backup_job_names_the_command_pods_but_never_their_commands() {
+    let pods = [pod(
+        "mysql",
+        "node-1",
+        &[],
+        "Running",
+        &[(
+            "appuio.ch/backupcommand",
+            "mysqldump -uroot -psecure --all-databases",
+        )],
+    )];
+    let plan = plan_backup(&[], &pods);
     let job = build_backup_job(
         &run(Operation::Backup),
         &backend(),
         None,
-        &plan,
+        &plan.jobs[0],
         &JobSettings::default(),
     )
     .expect("job");
-    let commands: serde_json::Value = serde_json::from_str(
-        env_of(&job)["BAAS_BACKUP_COMMANDS"]["value"]
+    let pods: serde_json::Value = serde_json::from_str(
+        env_of(&job)[ENV_BACKUP_PODS]["value"]
             .as_str()
             .expect("string"),
     )
     .expect("json");
-    assert_eq!(
-        commands,
-        json!([{"pod": "pg", "container": "app", "command": "pg_dumpall"}])
-    );
+    assert_eq!(pods, json!([{"pod": "mysql", "container": "app"}]));
+    // The command (and its password) is read from the pod at run time, never copied into
+    // the Job, whose spec every reader of Jobs sees.
+    let spec = serde_json::to_string(&job).expect("job serialises");
+    assert!(!spec.contains("mysqldump"), "{spec}");
+    assert!(!spec.contains("secure"), "{spec}");
+    assert!(!spec.contains("BAAS_BACKUP_COMMANDS"), "{spec}");
 }
 
 #[test]

@@ -426,6 +426,42 @@ impl Agent {
         self
     }
 
+    /// Runs backup commands as `(pod, container, command)`: the Job's `BAAS_BACKUP_PODS`
+    /// names pod and container, and the command stands in the annotation of a pod in the
+    /// pod list that local exec mode reads in place of the cluster's pods.
+    pub fn backup_commands(self, commands: &[(&str, &str, &str)]) -> Agent {
+        let targets: Vec<_> = commands
+            .iter()
+            .map(|(pod, container, _)| serde_json::json!({"pod": pod, "container": container}))
+            .collect();
+        let pods: Vec<_> = commands
+            .iter()
+            .map(|(pod, container, command)| {
+                serde_json::json!({
+                    "metadata": {
+                        "name": pod,
+                        "annotations": {"appuio.ch/backupcommand": command}
+                    },
+                    "spec": {"containers": [{"name": container}]}
+                })
+            })
+            .collect();
+        self.backup_pods(
+            &serde_json::Value::Array(targets).to_string(),
+            &serde_json::json!({"items": pods}),
+        )
+    }
+
+    /// Sets `BAAS_BACKUP_PODS` to `targets` and makes `pods` the pod list local exec mode
+    /// reads (a `kubectl get pods -o json` document).
+    pub fn backup_pods(self, targets: &str, pods: &serde_json::Value) -> Agent {
+        let file = self.work.path().join("pods.json");
+        std::fs::write(&file, pods.to_string()).expect("write the pod list");
+        let file = file.display().to_string();
+        self.env("BAAS_BACKUP_PODS", Some(targets))
+            .env("BAAS_LOCAL_PODS", Some(&file))
+    }
+
     /// Backs up the subdirectories of `dir` as `/data/<name>`.
     pub fn volumes(mut self, dir: &Path) -> Agent {
         self.data = Some(dir.to_path_buf());
