@@ -5,6 +5,7 @@
 //! `validate_*` and `mutate_*` functions), answer. Everything the rules need to know about the
 //! cluster comes from [`lookup::Lookups`] caches, never from an API call per review.
 
+pub mod body;
 pub mod lookup;
 pub mod manifests;
 pub mod mutate;
@@ -18,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
@@ -151,12 +152,18 @@ pub fn router(state: WebhookState) -> Router {
         .with_state(state)
 }
 
-async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
-    handle(&state, Endpoint::Validate, &body)
+async fn validate(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
+    match body::read_review_body(&headers, body).await {
+        Ok(bytes) => handle(&state, Endpoint::Validate, &bytes),
+        Err(answer) => answer,
+    }
 }
 
-async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
-    handle(&state, Endpoint::Mutate, &body)
+async fn mutate(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
+    match body::read_review_body(&headers, body).await {
+        Ok(bytes) => handle(&state, Endpoint::Mutate, &bytes),
+        Err(answer) => answer,
+    }
 }
 
 fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Response {
