@@ -109,6 +109,8 @@ pub struct WebhookState {
     operator_metrics: Option<Arc<Registry>>,
     /// Who may read `/metrics`.
     metrics_access: MetricsAccess,
+    /// The body bytes reviews in flight may hold together.
+    body_budget: body::BodyBudget,
 }
 
 impl WebhookState {
@@ -120,6 +122,7 @@ impl WebhookState {
             metrics: Arc::new(Metrics::new()),
             operator_metrics: None,
             metrics_access: MetricsAccess::Off,
+            body_budget: body::BodyBudget::default(),
         }
     }
 
@@ -165,15 +168,15 @@ pub fn router(state: WebhookState) -> Router {
 }
 
 async fn validate(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
-    match body::read_review_body(&headers, body).await {
-        Ok(bytes) => handle(&state, Endpoint::Validate, &bytes),
+    match body::read_review_body(&headers, body, &state.body_budget).await {
+        Ok((bytes, _in_flight)) => handle(&state, Endpoint::Validate, &bytes),
         Err(answer) => answer,
     }
 }
 
 async fn mutate(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
-    match body::read_review_body(&headers, body).await {
-        Ok(bytes) => handle(&state, Endpoint::Mutate, &bytes),
+    match body::read_review_body(&headers, body, &state.body_budget).await {
+        Ok((bytes, _in_flight)) => handle(&state, Endpoint::Mutate, &bytes),
         Err(answer) => answer,
     }
 }

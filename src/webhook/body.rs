@@ -1,11 +1,18 @@
 //! Reading a review's body, up to the largest review an API server can send. axum's default
 //! limit (2 MiB) answered HTTP 413 to well-formed reviews of large objects; the contract
 //! promises every well-formed review HTTP 200.
+//!
+//! Reviews in flight share a budget of [`IN_FLIGHT_BYTES`]: a review waits for its share
+//! before its body is read and holds it until it is answered, so a flood of large reviews is
+//! answered a few at a time instead of holding them all in memory at once.
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The largest body accepted, in bytes. The API server accepts request bodies up to 3 MiB
 /// (`maxRequestBodyBytes`), so `object` is at most about 3 MiB once re-encoded as JSON; on
@@ -14,6 +21,35 @@ use futures::StreamExt;
 /// 4.5 MiB; 6 MiB leaves room for JSON that grows when re-encoded (escapes, a YAML or
 /// protobuf request rendered as JSON) and for an etcd limit raised a little.
 pub const MAX_REVIEW_BYTES: usize = 6 * 1024 * 1024;
+
+/// Body bytes of all reviews in flight together: five of the largest, thousands of ordinary
+/// ones (a few KiB each). A parsed review takes about as much again as its body, so this
+/// bounds the memory reviews take to about twice as much.
+pub const IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
+
+/// The budget is counted in KiB: a semaphore takes at most `u32::MAX` permits at once.
+const PERMIT_BYTES: usize = 1024;
+
+/// The share of [`IN_FLIGHT_BYTES`] that reviews in flight hold.
+#[derive(Clone, Debug)]
+pub struct BodyBudget(Arc<Semaphore>);
+
+impl Default for BodyBudget {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(IN_FLIGHT_BYTES / PERMIT_BYTES)))
+    }
+}
+
+impl BodyBudget {
+    /// Waits until `bytes` fit (at least one KiB; at most the whole budget).
+    async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let permits = bytes
+            .div_ceil(PERMIT_BYTES)
+            .clamp(1, IN_FLIGHT_BYTES / PERMIT_BYTES);
+        let permits = u32::try_from(permits).unwrap_or(u32::MAX);
+        self.0.clone().acquire_many_owned(permits).await.ok()
+    }
+}
 
 /// The limit as the 413 answer names it.
 const MAX_REVIEW_TEXT: &str = "6 MiB";
@@ -29,10 +65,15 @@ fn too_large() -> Response {
         .into_response()
 }
 
-/// The whole body, or the answer to send instead: HTTP 413 over [`MAX_REVIEW_BYTES`] (told
-/// by `Content-Length` before reading, or while reading a body sent without one), HTTP 400
-/// when the client stops sending.
-pub async fn read_review_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
+/// The whole body and its share of `budget` (hold it until the review is answered), or the
+/// answer to send instead: HTTP 413 over [`MAX_REVIEW_BYTES`] (told by `Content-Length`
+/// before reading, or while reading a body sent without one), HTTP 400 when the client stops
+/// sending. A body without `Content-Length` reserves the largest share.
+pub async fn read_review_body(
+    headers: &HeaderMap,
+    body: Body,
+    budget: &BodyBudget,
+) -> Result<(Vec<u8>, OwnedSemaphorePermit), Response> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -40,6 +81,9 @@ pub async fn read_review_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>
     if announced.is_some_and(|length| length > MAX_REVIEW_BYTES) {
         return Err(too_large());
     }
+    let Some(permit) = budget.reserve(announced.unwrap_or(MAX_REVIEW_BYTES)).await else {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response());
+    };
     // Reserved once: growing by doubling would briefly hold twice a large body.
     let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
     let mut stream = body.into_data_stream();
@@ -56,5 +100,5 @@ pub async fn read_review_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok(bytes)
+    Ok((bytes, permit))
 }
