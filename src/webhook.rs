@@ -157,6 +157,8 @@ impl WebhookState {
 
 /// The webhook's routes: `POST /validate`, `POST /mutate`, `GET /healthz`, `GET /readyz`
 /// (both unauthenticated, for the kubelet's probes), `GET /metrics` (see [`metrics_auth`]).
+/// It runs on a Tokio runtime with a timer: a review's body must arrive within
+/// [`body::BODY_TIMEOUT`].
 pub fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/validate", post(validate))

@@ -4,9 +4,12 @@
 //!
 //! Reviews in flight share a budget of [`IN_FLIGHT_BYTES`]: a review waits for its share
 //! before its body is read and holds it until it is answered, so a flood of large reviews is
-//! answered a few at a time instead of holding them all in memory at once.
+//! answered a few at a time instead of holding them all in memory at once. A body must
+//! arrive within [`BODY_TIMEOUT`], so a client that announces a large body and sends it
+//! slowly holds its share only that long.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -51,6 +54,10 @@ impl BodyBudget {
     }
 }
 
+/// How long a body may take to arrive. The API server sends a review at once and gives up on
+/// the webhook after its `timeoutSeconds` (5 in `webhooks/*.yaml`, 30 at most).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The limit as the 413 answer names it.
 const MAX_REVIEW_TEXT: &str = "6 MiB";
 
@@ -67,12 +74,23 @@ fn too_large() -> Response {
 
 /// The whole body and its share of `budget` (hold it until the review is answered), or the
 /// answer to send instead: HTTP 413 over [`MAX_REVIEW_BYTES`] (told by `Content-Length`
-/// before reading, or while reading a body sent without one), HTTP 400 when the client stops
-/// sending. A body without `Content-Length` reserves the largest share.
+/// before reading, or while reading a body sent without one), HTTP 408 when it does not
+/// arrive within [`BODY_TIMEOUT`], HTTP 400 when the client stops sending. A body without
+/// `Content-Length` reserves the largest share.
 pub async fn read_review_body(
     headers: &HeaderMap,
     body: Body,
     budget: &BodyBudget,
+) -> Result<(Vec<u8>, OwnedSemaphorePermit), Response> {
+    read_review_body_within(headers, body, budget, BODY_TIMEOUT).await
+}
+
+/// [`read_review_body`] with another deadline for the body to arrive.
+pub async fn read_review_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    budget: &BodyBudget,
+    timeout: Duration,
 ) -> Result<(Vec<u8>, OwnedSemaphorePermit), Response> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
@@ -84,6 +102,21 @@ pub async fn read_review_body(
     let Some(permit) = budget.reserve(announced.unwrap_or(MAX_REVIEW_BYTES)).await else {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response());
     };
+    match tokio::time::timeout(timeout, collect(body, announced)).await {
+        Ok(Ok(bytes)) => Ok((bytes, permit)),
+        Ok(Err(answer)) => Err(answer),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+            .into_response()),
+    }
+}
+
+async fn collect(body: Body, announced: Option<usize>) -> Result<Vec<u8>, Response> {
     // Reserved once: growing by doubling would briefly hold twice a large body.
     let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
     let mut stream = body.into_data_stream();
@@ -100,5 +133,29 @@ pub async fn read_review_body(
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok((bytes, permit))
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn body_that_stalls_gets_408_and_returns_its_share() {
+        let first = futures::stream::iter([Ok::<_, std::io::Error>(vec![b'{'])]);
+        let stalled = first.chain(futures::stream::pending());
+        let budget = BodyBudget::default();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, "5000000".parse().expect("a value"));
+        let answer = read_review_body_within(
+            &headers,
+            Body::from_stream(stalled),
+            &budget,
+            Duration::from_millis(100),
+        )
+        .await
+        .expect_err("no body in time");
+        assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(budget.0.available_permits(), IN_FLIGHT_BYTES / PERMIT_BYTES);
+    }
 }
