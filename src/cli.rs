@@ -76,9 +76,16 @@ pub struct WebhookArgs {
     /// Listener and TLS material.
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// Run without an API server: Secret and PVC lookups are skipped.
+    /// Run without an API server: Secret and PVC lookups are skipped, and `/metrics` is not
+    /// served (there is no API server to check bearer tokens with) unless
+    /// `--unauthenticated-metrics` is given.
     #[arg(long, env = "BAAS_OFFLINE")]
     pub offline: bool,
+    /// With `--offline`: serve `/metrics` to anyone, without a bearer token (local benchmarks
+    /// and tests). Without `--offline`, a scrape needs a bearer token whose user may get
+    /// `/metrics`.
+    #[arg(long, env = "BAAS_UNAUTHENTICATED_METRICS", requires = "offline")]
+    pub unauthenticated_metrics: bool,
 }
 
 /// `baas operator`.
@@ -114,9 +121,11 @@ pub struct OperatorArgs {
     /// Seconds between two attempts to take or renew the lease.
     #[arg(long, env = "BAAS_LEASE_RETRY_PERIOD", default_value_t = 2)]
     pub lease_retry_period: u64,
-    /// Address of the plain-HTTP endpoint with `/metrics` and `/healthz` of the reconciler.
-    #[arg(long, env = "BAAS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
-    pub metrics_listen: SocketAddr,
+    /// Address of a plain-HTTP endpoint with the reconciler's `/metrics` and `/healthz`, served
+    /// without authentication; off unless set. Meant for a loopback address, as local
+    /// benchmarks use it: in a cluster, Prometheus scrapes the HTTPS port with a bearer token.
+    #[arg(long, env = "BAAS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `baas validate`.

@@ -383,8 +383,13 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
     let everything = async {
         tokio::try_join!(
             reconcile,
-            serve_metrics(args.metrics_listen, registry.clone()),
-            serve_webhook(args.serve.clone(), lookups.clone(), registry.clone()),
+            serve_plain_metrics(args.metrics_listen, registry.clone()),
+            serve_webhook(
+                args.serve.clone(),
+                lookups.clone(),
+                registry.clone(),
+                client.clone()
+            ),
         )
         .map(|_| ())
     };
@@ -402,17 +407,38 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
 }
 
 /// The webhook's HTTPS server inside the operator: every replica answers reviews, leader or
-/// not, from its own watch caches; its `/metrics` also carries the reconciler's metrics.
+/// not, from its own watch caches; its `/metrics` also carries the reconciler's metrics, for
+/// bearer tokens whose user may get `/metrics` (checked through `client`).
 async fn serve_webhook(
     serve: ServeArgs,
     lookups: Arc<crate::webhook::lookup::ReflectorLookups>,
     registry: Arc<Registry>,
+    client: Client,
 ) -> Result<()> {
-    let state = crate::webhook::WebhookState::with_lookups(lookups).with_operator_metrics(registry);
+    let state = crate::webhook::WebhookState::with_lookups(lookups)
+        .with_operator_metrics(registry)
+        .with_metrics_access(crate::webhook::metrics_auth::MetricsAccess::kubernetes(
+            client,
+        ));
     crate::webhook::serve(&serve, state, shutdown_signal()).await
 }
 
-/// Plain-HTTP `/metrics` (and health) for Prometheus, beside the webhook's TLS port.
+/// The plain-HTTP metrics endpoint when `--metrics-listen` asks for it; off otherwise.
+async fn serve_plain_metrics(
+    listen: Option<std::net::SocketAddr>,
+    registry: Arc<Registry>,
+) -> Result<()> {
+    let Some(listen) = listen else {
+        return Ok(());
+    };
+    if !listen.ip().is_loopback() {
+        warn!(%listen, "serving /metrics without authentication beyond this host; in a cluster, scrape the HTTPS port with a bearer token instead");
+    }
+    serve_metrics(listen, registry).await
+}
+
+/// Plain-HTTP `/metrics` (and health), unauthenticated: for local benchmarks that run the
+/// operator as a host process.
 async fn serve_metrics(listen: std::net::SocketAddr, registry: Arc<Registry>) -> Result<()> {
     use axum::response::IntoResponse;
     use axum::routing::get;

@@ -5,8 +5,10 @@
 //! `validate_*` and `mutate_*` functions), answer. Everything the rules need to know about the
 //! cluster comes from [`lookup::Lookups`] caches, never from an API call per review.
 
+pub mod body;
 pub mod lookup;
 pub mod manifests;
+pub mod metrics_auth;
 pub mod mutate;
 pub mod review;
 pub mod tls;
@@ -18,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
@@ -34,6 +36,7 @@ use tracing::field::Empty;
 use crate::cli::{ServeArgs, ValidateArgs, WebhookArgs};
 use crate::{Error, Result};
 use lookup::Lookups;
+use metrics_auth::MetricsAccess;
 use review::Endpoint;
 
 /// How long in-flight reviews may take to finish after a shutdown signal.
@@ -104,26 +107,39 @@ pub struct WebhookState {
     metrics: Arc<Metrics>,
     /// The reconciler's metrics, served on the same `/metrics` inside `baas operator`.
     operator_metrics: Option<Arc<Registry>>,
+    /// Who may read `/metrics`.
+    metrics_access: MetricsAccess,
+    /// The body bytes reviews in flight may hold together.
+    body_budget: body::BodyBudget,
 }
 
 impl WebhookState {
-    /// A webhook without an API server: Secret and PVC rules are skipped.
+    /// A webhook without an API server: Secret and PVC rules are skipped, and `/metrics` is
+    /// not served until [`WebhookState::with_metrics_access`] says to whom.
     pub fn offline() -> Self {
         Self {
             lookups: None,
             metrics: Arc::new(Metrics::new()),
             operator_metrics: None,
+            metrics_access: MetricsAccess::Off,
+            body_budget: body::BodyBudget::default(),
         }
     }
 
     /// A webhook that answers Secret and PVC rules from `lookups`
-    /// (production: [`lookup::ReflectorLookups::start`]).
+    /// (production: [`lookup::ReflectorLookups::start`]); `/metrics` is not served until
+    /// [`WebhookState::with_metrics_access`] says to whom.
     pub fn with_lookups(lookups: Arc<dyn Lookups>) -> Self {
         Self {
             lookups: Some(lookups),
-            metrics: Arc::new(Metrics::new()),
-            operator_metrics: None,
+            ..Self::offline()
         }
+    }
+
+    /// Who may read `/metrics` (production: [`MetricsAccess::kubernetes`]).
+    pub fn with_metrics_access(mut self, access: MetricsAccess) -> Self {
+        self.metrics_access = access;
+        self
     }
 
     /// Serves `registry` (the reconciler's metrics) next to the webhook's own on `/metrics`,
@@ -139,8 +155,10 @@ impl WebhookState {
     }
 }
 
-/// The webhook's routes: `POST /validate`, `POST /mutate`, `GET /healthz`, `GET /readyz`,
-/// `GET /metrics`.
+/// The webhook's routes: `POST /validate`, `POST /mutate`, `GET /healthz`, `GET /readyz`
+/// (both unauthenticated, for the kubelet's probes), `GET /metrics` (see [`metrics_auth`]).
+/// It runs on a Tokio runtime with a timer: a review's body must arrive within
+/// [`body::BODY_TIMEOUT`].
 pub fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/validate", post(validate))
@@ -151,12 +169,18 @@ pub fn router(state: WebhookState) -> Router {
         .with_state(state)
 }
 
-async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
-    handle(&state, Endpoint::Validate, &body)
+async fn validate(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
+    match body::read_review_body(&headers, body, &state.body_budget).await {
+        Ok((bytes, _in_flight)) => handle(&state, Endpoint::Validate, &bytes),
+        Err(answer) => answer,
+    }
 }
 
-async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
-    handle(&state, Endpoint::Mutate, &body)
+async fn mutate(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
+    match body::read_review_body(&headers, body, &state.body_budget).await {
+        Ok((bytes, _in_flight)) => handle(&state, Endpoint::Mutate, &bytes),
+        Err(answer) => answer,
+    }
 }
 
 fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Response {
@@ -223,8 +247,11 @@ async fn readyz(State(state): State<WebhookState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<WebhookState>) -> Response {
+async fn metrics(State(state): State<WebhookState>, headers: HeaderMap) -> Response {
     use prometheus_client::encoding::text::{encode_eof, encode_registry};
+    if let Err(answer) = state.metrics_access.authorize(&headers).await {
+        return answer;
+    }
     let mut text = String::new();
     let encoded = encode_registry(&mut text, &state.metrics.registry)
         .and_then(|()| match &state.operator_metrics {
@@ -320,10 +347,16 @@ pub async fn shutdown_signal() {
 /// `baas webhook`: serves the admission webhook alone.
 pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
     let state = if args.offline {
-        WebhookState::offline()
+        let access = if args.unauthenticated_metrics {
+            MetricsAccess::Open
+        } else {
+            MetricsAccess::Off
+        };
+        WebhookState::offline().with_metrics_access(access)
     } else {
         let client = kube::Client::try_default().await?;
-        WebhookState::with_lookups(lookup::ReflectorLookups::start(client))
+        WebhookState::with_lookups(lookup::ReflectorLookups::start(client.clone()))
+            .with_metrics_access(MetricsAccess::kubernetes(client))
     };
     serve(&args.serve, state, shutdown_signal()).await
 }

@@ -95,7 +95,9 @@ async fn post(path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    // With a timer, as a server's runtime has one: the router bounds how long a body takes.
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("a Tokio runtime")
 }

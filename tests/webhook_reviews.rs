@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use baas::webhook::lookup::{PvcInfo, StaticLookups};
+use baas::webhook::metrics_auth::MetricsAccess;
 use baas::webhook::{WebhookState, router};
 
 /// The cluster the golden reviews are judged against. `team-a` is in order; `team-b` has PVCs
@@ -201,7 +202,9 @@ async fn seed_schedule_mutated_then_validated_is_admitted_cleanly() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
-    let app = router(WebhookState::offline());
+    // Metrics open to anyone, as `baas webhook --offline --unauthenticated-metrics` serves
+    // them; tests/webhook_metrics_auth.rs covers bearer tokens.
+    let app = router(WebhookState::offline().with_metrics_access(MetricsAccess::Open));
     for (path, expected) in [("/healthz", "ok"), ("/readyz", "ok")] {
         let response = app
             .clone()

@@ -3,9 +3,10 @@
 //! most precise field path, so users see all of them in one `kubectl apply`.
 
 mod fields;
+pub mod memo;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::collections::BTreeSet;
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -257,25 +258,27 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// Why a cron expression is invalid, if it is. Parsing a schedule costs about ten times as
-/// much as the rest of a review, and clusters use few distinct expressions, so verdicts are
-/// remembered (bounded: the memo is emptied when it fills up).
+/// Why a cron expression is invalid, if it is. Verdicts are remembered in a memo bounded by
+/// bytes (see [`memo`]); the bytes it holds are [`cron_memo_bytes`].
 pub fn cron_problem(expression: &str) -> Option<String> {
-    const CAPACITY: usize = 4096;
-    static MEMO: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
-    let memo = MEMO.get_or_init(Mutex::default);
-    // A poisoned memo only means another review panicked mid-insert; its map is still usable.
-    let lock = || memo.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(known) = lock().get(expression) {
+    if let Some(known) = lock_memo().get(expression) {
         return known.clone();
     }
     let problem = crate::cron::parse(expression).err().map(|e| e.to_string());
-    let mut memo = lock();
-    if memo.len() >= CAPACITY {
-        memo.clear();
-    }
-    memo.insert(expression.to_string(), problem.clone());
+    lock_memo().insert(expression, problem.clone());
     problem
+}
+
+/// The bytes the process-wide cron memo holds (at most [`memo::BUDGET_BYTES`]).
+pub fn cron_memo_bytes() -> usize {
+    lock_memo().bytes()
+}
+
+fn lock_memo() -> MutexGuard<'static, memo::CronMemo> {
+    static MEMO: LazyLock<Mutex<memo::CronMemo>> =
+        LazyLock::new(|| Mutex::new(memo::CronMemo::new(memo::BUDGET_BYTES)));
+    // A poisoned memo only means another review panicked mid-insert; its map is still usable.
+    MEMO.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Rules of a Schedule: its crons, backend, retention and `keepJobs`; warns without `prune`.

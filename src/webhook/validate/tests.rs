@@ -57,6 +57,19 @@ fn cron_problem_is_the_same_from_memo() {
 }
 
 #[test]
+fn cron_memo_fed_large_unique_expressions_stays_within_its_budget() {
+    // Over the schema's limit (never kept) and just under it (kept, but within the budget).
+    for i in 0..50 {
+        assert!(cron_problem(&format!("{i} {}", "* ".repeat(5_000))).is_some());
+    }
+    for i in 0..3_000 {
+        assert!(cron_problem(&format!("{i:0>250}")).is_some());
+    }
+    let bytes = cron_memo_bytes();
+    assert!(bytes <= memo::BUDGET_BYTES, "{bytes} bytes");
+}
+
+#[test]
 fn seed_schedule_is_admitted_without_warnings() {
     let verdict = online(&seed_schedule(), &cluster());
     assert_eq!(verdict, Verdict::default());
