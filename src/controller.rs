@@ -347,7 +347,12 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
         tokio::try_join!(
             reconcile,
             serve_metrics(args.metrics_listen, registry.clone()),
-            serve_webhook(args.serve.clone(), lookups.clone(), registry.clone()),
+            serve_webhook(
+                args.serve.clone(),
+                lookups.clone(),
+                client.clone(),
+                registry.clone()
+            ),
         )
         .map(|_| ())
     };
@@ -365,13 +370,16 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
 }
 
 /// The webhook's HTTPS server inside the operator: every replica answers reviews, leader or
-/// not, from its own watch caches; its `/metrics` also carries the reconciler's metrics.
+/// not, from its own watch caches and a get per named Secret; its `/metrics` also carries the
+/// reconciler's metrics.
 async fn serve_webhook(
     serve: ServeArgs,
     lookups: Arc<crate::webhook::lookup::ReflectorLookups>,
+    client: Client,
     registry: Arc<Registry>,
 ) -> Result<()> {
-    let state = crate::webhook::WebhookState::with_lookups(lookups).with_operator_metrics(registry);
+    let state =
+        crate::webhook::WebhookState::for_cluster(lookups, client).with_operator_metrics(registry);
     crate::webhook::serve(&serve, state, shutdown_signal()).await
 }
 

@@ -1,5 +1,6 @@
 //! `manifests/rbac.yaml` as shipped: the operator's roles write no Role and cannot escalate,
-//! and the agent's ClusterRole holds exactly the rules the agent uses.
+//! read Secrets only by name, and the agent's ClusterRole holds exactly the rules the agent
+//! uses.
 
 use baas::controller::rbac::{AGENT_CLUSTER_ROLE, agent_rules};
 use k8s_openapi::api::rbac::v1::PolicyRule;
@@ -94,6 +95,16 @@ fn operator_writes_no_role_and_cannot_escalate() {
             );
         }
     }
+}
+
+#[test]
+fn operator_reads_secrets_by_name_only() {
+    let secrets: Vec<PolicyRule> = operator_rules()
+        .into_iter()
+        .filter(|r| has(&r.api_groups, "") && has(&r.resources, "secrets"))
+        .collect();
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    assert_eq!(secrets[0].verbs, ["get"], "no list or watch of Secrets");
 }
 
 #[test]
