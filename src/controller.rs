@@ -407,19 +407,17 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
 }
 
 /// The webhook's HTTPS server inside the operator: every replica answers reviews, leader or
-/// not, from its own watch caches; its `/metrics` also carries the reconciler's metrics, for
-/// bearer tokens whose user may get `/metrics` (checked through `client`).
+/// not, from its own watch caches and a get per named Secret; its `/metrics` also carries the
+/// reconciler's metrics, for bearer tokens whose user may get `/metrics` (checked through
+/// `client`).
 async fn serve_webhook(
     serve: ServeArgs,
     lookups: Arc<crate::webhook::lookup::ReflectorLookups>,
     registry: Arc<Registry>,
     client: Client,
 ) -> Result<()> {
-    let state = crate::webhook::WebhookState::with_lookups(lookups)
-        .with_operator_metrics(registry)
-        .with_metrics_access(crate::webhook::metrics_auth::MetricsAccess::kubernetes(
-            client,
-        ));
+    let state =
+        crate::webhook::WebhookState::for_cluster(lookups, client).with_operator_metrics(registry);
     crate::webhook::serve(&serve, state, shutdown_signal()).await
 }
 

@@ -1,9 +1,10 @@
 //! The admission webhook: validating and mutating AdmissionReviews over HTTPS, plus health,
 //! readiness and Prometheus metrics on the same listener.
 //!
-//! Handlers are thin: [`review::parse_review`], [`review::decide`] (which calls the pure
-//! `validate_*` and `mutate_*` functions), answer. Everything the rules need to know about the
-//! cluster comes from [`lookup::Lookups`] caches, never from an API call per review.
+//! Handlers are thin: [`review::parse_review`], [`review::decide_fetching`] (which fetches the
+//! Secrets a review names, then calls the pure `validate_*` and `mutate_*` functions), answer.
+//! PVCs and pods come from [`lookup::Lookups`] caches; the only API calls of a review are one
+//! `get` per Secret it names.
 
 pub mod body;
 pub mod lookup;
@@ -31,11 +32,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::cli::{ServeArgs, ValidateArgs, WebhookArgs};
 use crate::{Error, Result};
-use lookup::Lookups;
+use lookup::{Lookups, SecretSource};
 use metrics_auth::MetricsAccess;
 use review::Endpoint;
 
@@ -100,10 +102,13 @@ impl Metrics {
     }
 }
 
-/// What the webhook's handlers share: cluster lookups (none offline) and metrics.
+/// What the webhook's handlers share: cluster lookups (none offline), where Secrets are
+/// fetched from, and metrics.
 #[derive(Clone)]
 pub struct WebhookState {
     lookups: Option<Arc<dyn Lookups>>,
+    /// `None`: `lookups` answers Secrets itself (tests, fixed facts).
+    secrets: Option<Arc<dyn SecretSource>>,
     metrics: Arc<Metrics>,
     /// The reconciler's metrics, served on the same `/metrics` inside `baas operator`.
     operator_metrics: Option<Arc<Registry>>,
@@ -119,6 +124,7 @@ impl WebhookState {
     pub fn offline() -> Self {
         Self {
             lookups: None,
+            secrets: None,
             metrics: Arc::new(Metrics::new()),
             operator_metrics: None,
             metrics_access: MetricsAccess::Off,
@@ -126,14 +132,29 @@ impl WebhookState {
         }
     }
 
-    /// A webhook that answers Secret and PVC rules from `lookups`
-    /// (production: [`lookup::ReflectorLookups::start`]); `/metrics` is not served until
+    /// A webhook that answers Secret and PVC rules from `lookups` alone, such as
+    /// [`lookup::StaticLookups`]; `/metrics` is not served until
     /// [`WebhookState::with_metrics_access`] says to whom.
     pub fn with_lookups(lookups: Arc<dyn Lookups>) -> Self {
         Self {
             lookups: Some(lookups),
             ..Self::offline()
         }
+    }
+
+    /// The webhook of a cluster: PVCs and pods from `caches`, each Secret a review names
+    /// fetched with one `get` through `client` ([`lookup::ApiSecrets`]), and `/metrics` for
+    /// bearer tokens whose user may get it.
+    pub fn for_cluster(caches: Arc<lookup::ReflectorLookups>, client: kube::Client) -> Self {
+        Self::with_lookups(caches)
+            .with_secret_source(Arc::new(lookup::ApiSecrets::new(client.clone())))
+            .with_metrics_access(MetricsAccess::kubernetes(client))
+    }
+
+    /// Fetches the Secrets a review names from `source` before the rules run.
+    pub fn with_secret_source(mut self, source: Arc<dyn SecretSource>) -> Self {
+        self.secrets = Some(source);
+        self
     }
 
     /// Who may read `/metrics` (production: [`MetricsAccess::kubernetes`]).
@@ -171,19 +192,19 @@ pub fn router(state: WebhookState) -> Router {
 
 async fn validate(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
     match body::read_review_body(&headers, body, &state.body_budget).await {
-        Ok((bytes, _in_flight)) => handle(&state, Endpoint::Validate, &bytes),
+        Ok((bytes, _in_flight)) => handle(&state, Endpoint::Validate, &bytes).await,
         Err(answer) => answer,
     }
 }
 
 async fn mutate(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
     match body::read_review_body(&headers, body, &state.body_budget).await {
-        Ok((bytes, _in_flight)) => handle(&state, Endpoint::Mutate, &bytes),
+        Ok((bytes, _in_flight)) => handle(&state, Endpoint::Mutate, &bytes).await,
         Err(answer) => answer,
     }
 }
 
-fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Response {
+async fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Response {
     let started = Instant::now();
     let review = match review::parse_review(body) {
         Ok(review) => review,
@@ -206,8 +227,15 @@ fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Response {
         allowed = Empty,
         patched = Empty,
     );
+    let answer = review::decide_fetching(
+        endpoint,
+        &review,
+        state.lookups.as_deref(),
+        state.secrets.as_deref(),
+    )
+    .instrument(span.clone())
+    .await;
     let _entered = span.enter();
-    let answer = review::decide(endpoint, &review, state.lookups.as_deref());
     span.record("allowed", answer.allowed);
     span.record("patched", !answer.patch.is_empty());
     if answer.allowed {
@@ -241,7 +269,7 @@ async fn readyz(State(state): State<WebhookState>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "Secret, PVC and Pod caches are still filling",
+            "PVC and Pod caches are still filling",
         )
             .into_response()
     }
@@ -355,8 +383,7 @@ pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
         WebhookState::offline().with_metrics_access(access)
     } else {
         let client = kube::Client::try_default().await?;
-        WebhookState::with_lookups(lookup::ReflectorLookups::start(client.clone()))
-            .with_metrics_access(MetricsAccess::kubernetes(client))
+        WebhookState::for_cluster(lookup::ReflectorLookups::start(client.clone()), client)
     };
     serve(&args.serve, state, shutdown_signal()).await
 }

@@ -2,9 +2,12 @@
 //! sent through the router to `/<endpoint>` and the answer compared with its
 //! `.response.json`. Response files hold `{"httpStatus", "body"}`; a JSON patch is shown decoded
 //! (the wire carries it base64). Regenerate with `BAAS_BLESS=1 cargo test --test webhook_reviews`.
+//! The same cluster also stands behind a mocked API server, to check that Secrets fetched with
+//! one get each give the recorded answers too.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -12,7 +15,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use baas::webhook::lookup::{PvcInfo, StaticLookups};
+use baas::webhook::lookup::{ApiSecrets, PvcInfo, StaticLookups};
 use baas::webhook::metrics_auth::MetricsAccess;
 use baas::webhook::{WebhookState, router};
 
@@ -60,8 +63,17 @@ fn cases() -> Vec<(String, PathBuf)> {
     cases
 }
 
+/// The golden cluster; Secrets go through the same fetch-then-judge path as in production.
+fn golden_state() -> WebhookState {
+    WebhookState::with_lookups(Arc::new(cluster())).with_secret_source(Arc::new(cluster()))
+}
+
 async fn send(path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-    let app = router(WebhookState::with_lookups(Arc::new(cluster())));
+    send_to(golden_state(), path, body).await
+}
+
+async fn send_to(state: WebhookState, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    let app = router(state);
     let request = Request::post(path)
         .header("content-type", "application/json")
         .body(Body::from(body))
@@ -254,4 +266,149 @@ async fn health_readiness_and_metrics_answer() {
         text.contains("baas_webhook_review_duration_seconds_bucket"),
         "{text}"
     );
+}
+
+/// An API server for `cluster()`'s Secrets that answers each request with `answer` and keeps
+/// every request line it saw.
+type Seen = Arc<Mutex<Vec<(http::Method, http::Uri)>>>;
+
+fn mocked_api(answer: fn(&http::Uri) -> Option<(u16, Value)>) -> (kube::Client, Seen) {
+    type Req = http::Request<kube::client::Body>;
+    type Resp = http::Response<kube::client::Body>;
+    let (service, mut handle) = tower_test::mock::pair::<Req, Resp>();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let uri = request.uri().clone();
+            log.lock()
+                .expect("not poisoned")
+                .push((request.method().clone(), uri.clone()));
+            match answer(&uri) {
+                Some((code, body)) => send.send_response(
+                    http::Response::builder()
+                        .status(code)
+                        .body(kube::client::Body::from(
+                            serde_json::to_vec(&body).expect("json"),
+                        ))
+                        .expect("response"),
+                ),
+                None => held.push(send), // never answered
+            }
+        }
+    });
+    (kube::Client::new(service, "default"), seen)
+}
+
+/// `cluster()`'s Secrets as the API server returns them, values and all.
+fn secret_from_cluster(uri: &http::Uri) -> Option<(u16, Value)> {
+    let path = uri.path().strip_prefix("/api/v1/namespaces/")?;
+    let (namespace, name) = path.split_once("/secrets/")?;
+    let secrets = cluster().secrets;
+    Some(
+        match secrets.get(&(namespace.to_string(), name.to_string())) {
+            Some(keys) => {
+                let data: serde_json::Map<String, Value> = keys
+                    .iter()
+                    .map(|k| (k.clone(), json!("c2VjcmV0")))
+                    .collect();
+                (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": name, "namespace": namespace}, "data": data}),
+                )
+            }
+            None => (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found"}),
+            ),
+        },
+    )
+}
+
+fn api_state(client: kube::Client, timeout: Duration) -> WebhookState {
+    let pvcs_only = StaticLookups {
+        secrets: Default::default(),
+        ..cluster()
+    };
+    WebhookState::with_lookups(Arc::new(pvcs_only))
+        .with_secret_source(Arc::new(ApiSecrets::with_timeout(client, timeout)))
+}
+
+async fn answer_through(state: WebhookState, case: &str) -> Value {
+    let body =
+        std::fs::read(reviews_dir().join(format!("{case}.request.json"))).expect("request file");
+    let (status, answer) = send_to(state, "/validate", body).await;
+    readable(status, &answer)
+}
+
+fn recorded(case: &str) -> Value {
+    let bytes =
+        std::fs::read(reviews_dir().join(format!("{case}.response.json"))).expect("response file");
+    serde_json::from_slice(&bytes).expect("a JSON response file")
+}
+
+#[tokio::test]
+async fn secrets_got_from_the_api_give_the_recorded_answers_and_are_never_listed() {
+    for case in [
+        "schedule-secret-lacks-key-validate",
+        "schedule-secret-missing-validate",
+        "schedule-seed-validate",
+    ] {
+        let (client, seen) = mocked_api(secret_from_cluster);
+        let answer = answer_through(api_state(client, Duration::from_secs(2)), case).await;
+        assert_eq!(answer, recorded(case), "{case}");
+        let seen = seen.lock().expect("not poisoned").clone();
+        assert!(!seen.is_empty(), "{case}: the Secrets were fetched");
+        for (method, uri) in &seen {
+            assert_eq!(method, http::Method::GET, "{case}: {uri}");
+            assert!(
+                uri.path().contains("/secrets/")
+                    && !uri.query().unwrap_or_default().contains("watch"),
+                "{case}: one get by name, never a list or a watch: {uri}"
+            );
+        }
+        let mut names: Vec<&str> = seen.iter().map(|(_, u)| u.path()).collect();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            seen.len(),
+            "{case}: each Secret once: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn secret_that_cannot_be_fetched_skips_its_key_check() {
+    // A refused get and a get that never returns: the key is not checked, as while the old
+    // caches were still filling, and the rest of the review is judged as usual.
+    let refuse: fn(&http::Uri) -> Option<(u16, Value)> = |_| {
+        Some((
+            503,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 503}),
+        ))
+    };
+    let hang: fn(&http::Uri) -> Option<(u16, Value)> = |_| None;
+    for answer in [refuse, hang] {
+        let (client, _) = mocked_api(answer);
+        let started = std::time::Instant::now();
+        let state = api_state(client, Duration::from_millis(200));
+        let lacks_key = answer_through(state.clone(), "schedule-secret-lacks-key-validate").await;
+        assert_eq!(
+            lacks_key["body"]["response"]["allowed"], true,
+            "{lacks_key:#}"
+        );
+        assert!(
+            lacks_key["body"]["response"].get("warnings").is_none(),
+            "{lacks_key:#}"
+        );
+        let cron = answer_through(state, "schedule-six-field-cron-validate").await;
+        assert_eq!(
+            cron["body"]["response"],
+            recorded("schedule-six-field-cron-validate")["body"]["response"]
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 }

@@ -1,11 +1,11 @@
-//! The agent's identity in each namespace that has runs: ServiceAccount `baas-agent`, a Role
-//! that lets it find PVCs and pods, exec backup commands and read the namespace's Jobs (to
-//! tell a restic lock of a finished run from one of a live run), and the RoleBinding between
-//! them.
+//! The agent's identity in each namespace that has runs: the ServiceAccount `baas-agent` and a
+//! RoleBinding that grants it the ClusterRole `baas-agent`, which `manifests/rbac.yaml` ships
+//! with the rules of [`agent_rules`]. The operator writes no Role: it may bind that one
+//! ClusterRole and nothing else, so its account cannot hand out rights it was not given.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use k8s_openapi::api::rbac::v1::{PolicyRule, RoleBinding, RoleRef, Subject};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 use tracing::info;
@@ -13,6 +13,9 @@ use tracing::info;
 use super::FIELD_MANAGER;
 use crate::Result;
 use crate::job::{AGENT_SERVICE_ACCOUNT, LABEL_MANAGED_BY, MANAGER};
+
+/// Name of the ClusterRole in `manifests/rbac.yaml` that holds the agent's rules.
+pub const AGENT_CLUSTER_ROLE: &str = "baas-agent";
 
 fn meta(namespace: &str) -> ObjectMeta {
     ObjectMeta {
@@ -26,8 +29,11 @@ fn meta(namespace: &str) -> ObjectMeta {
     }
 }
 
-/// The three objects of the agent's RBAC in `namespace`.
-pub fn agent_rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
+/// What the agent calls, always in its own namespace (the RoleBinding limits the ClusterRole
+/// to it): it finds PVCs and pods, execs backup commands, and reads the namespace's Jobs to
+/// tell a restic lock of a finished run from one of a live run. `manifests/rbac.yaml` ships
+/// exactly these rules as the ClusterRole [`AGENT_CLUSTER_ROLE`]; a test keeps the two equal.
+pub fn agent_rules() -> Vec<PolicyRule> {
     let rule_in = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.to_string()]),
         resources: Some(resources.iter().map(|r| r.to_string()).collect()),
@@ -35,25 +41,31 @@ pub fn agent_rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
         ..PolicyRule::default()
     };
     let rule = |resources: &[&str], verbs: &[&str]| rule_in("", resources, verbs);
+    vec![
+        rule(&["pods", "persistentvolumeclaims"], &["get", "list"]),
+        rule(&["pods/exec"], &["create", "get"]),
+        rule_in("batch", &["jobs"], &["get", "list"]),
+    ]
+}
+
+/// The roleRef of the agent's RoleBinding: the shipped ClusterRole.
+fn agent_role_ref() -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "ClusterRole".into(),
+        name: AGENT_CLUSTER_ROLE.into(),
+    }
+}
+
+/// The two objects of the agent's RBAC in `namespace`.
+pub fn agent_rbac(namespace: &str) -> (ServiceAccount, RoleBinding) {
     let account = ServiceAccount {
         metadata: meta(namespace),
         ..ServiceAccount::default()
     };
-    let role = Role {
-        metadata: meta(namespace),
-        rules: Some(vec![
-            rule(&["pods", "persistentvolumeclaims"], &["get", "list"]),
-            rule(&["pods/exec"], &["create", "get"]),
-            rule_in("batch", &["jobs"], &["get", "list"]),
-        ]),
-    };
     let binding = RoleBinding {
         metadata: meta(namespace),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: AGENT_SERVICE_ACCOUNT.into(),
-        },
+        role_ref: agent_role_ref(),
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: AGENT_SERVICE_ACCOUNT.into(),
@@ -61,12 +73,14 @@ pub fn agent_rbac(namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
             ..Subject::default()
         }]),
     };
-    (account, role, binding)
+    (account, binding)
 }
 
 /// Applies the agent's RBAC in `namespace` (server-side apply: a no-op when it is in place).
+/// A RoleBinding left by an older version points at a Role `baas-agent`; `roleRef` cannot
+/// change, so that binding is deleted by name and applied again.
 pub async fn apply_agent_rbac(client: &Client, namespace: &str) -> Result<()> {
-    let (account, role, binding) = agent_rbac(namespace);
+    let (account, binding) = agent_rbac(namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     Api::<ServiceAccount>::namespaced(client.clone(), namespace)
         .patch(
@@ -75,24 +89,46 @@ pub async fn apply_agent_rbac(client: &Client, namespace: &str) -> Result<()> {
             &Patch::Apply(&with_type(account, "v1", "ServiceAccount")?),
         )
         .await?;
-    Api::<Role>::namespaced(client.clone(), namespace)
-        .patch(
-            AGENT_SERVICE_ACCOUNT,
-            &params,
-            &Patch::Apply(&with_type(role, "rbac.authorization.k8s.io/v1", "Role")?),
-        )
-        .await?;
-    Api::<RoleBinding>::namespaced(client.clone(), namespace)
-        .patch(
-            AGENT_SERVICE_ACCOUNT,
-            &params,
-            &Patch::Apply(&with_type(
-                binding,
-                "rbac.authorization.k8s.io/v1",
-                "RoleBinding",
-            )?),
-        )
-        .await?;
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
+    let body = with_type(binding, "rbac.authorization.k8s.io/v1", "RoleBinding")?;
+    match bindings
+        .patch(AGENT_SERVICE_ACCOUNT, &params, &Patch::Apply(&body))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            let Some(stale) = bindings.get_opt(AGENT_SERVICE_ACCOUNT).await? else {
+                return Err(kube::Error::Api(status).into());
+            };
+            if stale.role_ref == agent_role_ref() {
+                // Invalid for another reason: replacing the binding would not help.
+                return Err(kube::Error::Api(status).into());
+            }
+            // Only this very binding: a concurrent replacement by another replica has a new uid.
+            let delete = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: stale.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match bindings.delete(AGENT_SERVICE_ACCOUNT, &delete).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(error) => return Err(error.into()),
+            }
+            bindings
+                .patch(AGENT_SERVICE_ACCOUNT, &params, &Patch::Apply(&body))
+                .await?;
+            info!(
+                namespace,
+                old_kind = %stale.role_ref.kind,
+                old_name = %stale.role_ref.name,
+                "agent RoleBinding of an older version replaced: it now binds the ClusterRole baas-agent"
+            );
+        }
+        Err(error) => return Err(error.into()),
+    }
     info!(namespace, "agent RBAC applied");
     Ok(())
 }
@@ -114,39 +150,4 @@ pub fn with_type(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agent_role_allows_exec_and_reading_pods_claims_and_jobs_only() {
-        let (account, role, binding) = agent_rbac("team");
-        assert_eq!(account.metadata.name.as_deref(), Some("baas-agent"));
-        let rules = role.rules.expect("rules");
-        let verbs: Vec<(Vec<String>, Vec<String>)> = rules
-            .iter()
-            .map(|r| (r.resources.clone().unwrap_or_default(), r.verbs.clone()))
-            .collect();
-        assert!(
-            verbs
-                .iter()
-                .any(|(res, v)| res.contains(&"pods/exec".to_string())
-                    && v.contains(&"create".to_string()))
-        );
-        let jobs = rules
-            .iter()
-            .find(|r| r.resources.as_deref() == Some(&["jobs".to_string()][..]))
-            .expect("a rule for Jobs");
-        assert_eq!(jobs.api_groups.as_deref(), Some(&["batch".to_string()][..]));
-        assert_eq!(jobs.verbs, ["get", "list"]);
-        assert!(verbs.iter().all(|(_, v)| {
-            !v.iter()
-                .any(|v| v == "delete" || v == "update" || v == "patch")
-        }));
-        let subject = &binding.subjects.expect("subjects")[0];
-        assert_eq!(
-            (subject.name.as_str(), subject.namespace.as_deref()),
-            ("baas-agent", Some("team"))
-        );
-        assert_eq!(binding.role_ref.name, "baas-agent");
-    }
-}
+mod tests;

@@ -737,7 +737,7 @@ async fn ensure_rbac(ctx: &Context, namespace: &str) -> Result<()> {
         .unwrap_or(false);
     // A namespace deleted and created again under the same name has lost the agent's
     // ServiceAccount, and its Jobs could never start a pod. One read per run tells; the
-    // three writes happen only when it is gone.
+    // two writes happen only when it is gone.
     if done {
         let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
         if accounts

@@ -1,15 +1,21 @@
-//! What the webhook knows about the cluster: Secrets (names and keys only), PVCs and the pods
-//! that mount them. Validators ask through [`Lookups`], so they stay pure and are tested with
-//! [`StaticLookups`]; production uses [`ReflectorLookups`], which answers from watch caches and
-//! never calls the API server during a review.
+//! What the webhook knows about the cluster: Secrets (key names only), PVCs and the pods that
+//! mount them. Validators ask through [`Lookups`], so they stay pure and are tested with
+//! [`StaticLookups`]. In production PVCs and pods come from [`ReflectorLookups`], watch caches
+//! that no review waits for; Secrets are never cached: the few a review names are fetched
+//! before its rules run ([`secrets`]).
+
+mod secrets;
+
+pub use secrets::{
+    ApiSecrets, FetchedLookups, RecordingLookups, SECRET_GET_TIMEOUT, SecretSource, fetch_secrets,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -19,9 +25,9 @@ use kube::{Api, Client};
 pub enum SecretInfo {
     /// The Secret exists with these data keys.
     Keys(BTreeSet<String>),
-    /// The cache is complete and holds no such Secret (it may still be created later).
+    /// The API server has no such Secret (it may still be created later).
     Absent,
-    /// Nothing is known (the cache is not filled yet).
+    /// Nothing is known (the get failed or timed out, or nobody fetched it).
     Unknown,
 }
 
@@ -58,8 +64,8 @@ pub enum PvcLookup {
     Unknown,
 }
 
-/// The cluster facts validation needs. Implementations answer from memory: a review must never
-/// wait for the API server.
+/// The cluster facts validation needs. Implementations answer from memory: what a review must
+/// fetch (its Secrets) is fetched before the rules run, so they never wait.
 pub trait Lookups: Send + Sync {
     /// The Secret `namespace/name`.
     fn secret(&self, namespace: &str, name: &str) -> SecretInfo;
@@ -122,31 +128,24 @@ impl Lookups for StaticLookups {
     }
 }
 
-/// Lookups from watch caches of Secrets, PVCs and Pods in every namespace. Secrets are kept
-/// without their values (only the key names), and pods only with their volumes and phase.
+/// Lookups from watch caches of PVCs and Pods in every namespace; pods are kept only with
+/// what admission and backup planning read. Secrets are not watched: [`Lookups::secret`]
+/// answers `Unknown`, and the webhook fetches the Secrets a review names
+/// ([`SecretSource`], [`ApiSecrets`]).
 #[derive(Clone)]
 pub struct ReflectorLookups {
-    secrets: Store<Secret>,
     pvcs: Store<PersistentVolumeClaim>,
     pods: Store<Pod>,
     ready: Arc<AtomicBool>,
 }
 
 impl ReflectorLookups {
-    /// Starts the three watches on the Tokio runtime and returns the caches they fill. The
+    /// Starts the two watches on the Tokio runtime and returns the caches they fill. The
     /// watches retry with backoff for as long as the process runs.
     pub fn start(client: Client) -> Arc<Self> {
-        let (secrets, secret_writer) = reflector::store();
         let (pvcs, pvc_writer) = reflector::store();
         let (pods, pod_writer) = reflector::store();
         let config = watcher::Config::default();
-        tokio::spawn(
-            watcher(Api::<Secret>::all(client.clone()), config.clone())
-                .default_backoff()
-                .modify(strip_secret)
-                .reflect(secret_writer)
-                .for_each(|event| log_watch_error("secrets", event.err())),
-        );
         tokio::spawn(
             watcher(
                 Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -165,22 +164,15 @@ impl ReflectorLookups {
                 .for_each(|event| log_watch_error("pods", event.err())),
         );
         let ready = Arc::new(AtomicBool::new(false));
-        let (s, v, p, flag) = (secrets.clone(), pvcs.clone(), pods.clone(), ready.clone());
+        let (v, p, flag) = (pvcs.clone(), pods.clone(), ready.clone());
         tokio::spawn(async move {
-            let filled = s.wait_until_ready().await.is_ok()
-                && v.wait_until_ready().await.is_ok()
-                && p.wait_until_ready().await.is_ok();
+            let filled = v.wait_until_ready().await.is_ok() && p.wait_until_ready().await.is_ok();
             if filled {
-                tracing::info!("admission lookups are filled: Secrets, PVCs and Pods are known");
+                tracing::info!("admission lookups are filled: PVCs and Pods are known");
                 flag.store(true, Ordering::Release);
             }
         });
-        Arc::new(Self {
-            secrets,
-            pvcs,
-            pods,
-            ready,
-        })
+        Arc::new(Self { pvcs, pods, ready })
     }
 
     /// The cached claims and pods of a namespace, for planning backups without API calls;
@@ -259,22 +251,6 @@ async fn log_watch_error(resource: &str, error: Option<watcher::Error>) {
     }
 }
 
-/// Values never stay in memory: only the key names matter, and the last-applied annotation
-/// would hold the values too.
-fn strip_secret(secret: &mut Secret) {
-    secret.metadata.managed_fields = None;
-    secret.metadata.annotations = None;
-    let mut keys: BTreeMap<String, ByteString> = BTreeMap::new();
-    for key in secret.data.iter().flat_map(|d| d.keys()) {
-        keys.insert(key.clone(), ByteString(Vec::new()));
-    }
-    for key in secret.string_data.iter().flat_map(|d| d.keys()) {
-        keys.insert(key.clone(), ByteString(Vec::new()));
-    }
-    secret.data = Some(keys);
-    secret.string_data = None;
-}
-
 /// Keeps what admission and backup planning read: volumes, node, phase, labels, container
 /// names and the backup-command annotations.
 fn strip_pod(pod: &mut Pod) {
@@ -319,16 +295,9 @@ fn pod_mounts(pod: &Pod, claim: &str) -> bool {
 }
 
 impl Lookups for ReflectorLookups {
-    fn secret(&self, namespace: &str, name: &str) -> SecretInfo {
-        if !self.ready() {
-            return SecretInfo::Unknown;
-        }
-        match self.secrets.get(&ObjectRef::new(name).within(namespace)) {
-            Some(secret) => {
-                SecretInfo::Keys(secret.data.iter().flat_map(|d| d.keys().cloned()).collect())
-            }
-            None => SecretInfo::Absent,
-        }
+    /// Secrets are not cached; see [`ReflectorLookups`].
+    fn secret(&self, _namespace: &str, _name: &str) -> SecretInfo {
+        SecretInfo::Unknown
     }
 
     fn pvc(&self, namespace: &str, name: &str) -> PvcLookup {

@@ -8,7 +8,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
-use super::lookup::Lookups;
+use super::lookup::{FetchedLookups, Lookups, RecordingLookups, SecretSource, fetch_secrets};
 use super::mutate::mutate_object;
 use super::validate::{Context, validate_object, validate_run_update};
 use crate::crd::{GROUP, KINDS};
@@ -241,6 +241,30 @@ pub fn decide(endpoint: Endpoint, review: &Review, lookups: Option<&dyn Lookups>
             }
         }
     }
+}
+
+/// Decides one review with the Secrets it names fetched from `secrets` first (one get each, in
+/// parallel), so the rules themselves stay pure and never wait. Which Secrets to fetch is
+/// learnt from a first pass of the rules that answers no Secret: when that pass asks about
+/// none (mutation, unchanged specs, objects without refs), its answer is final and nothing is
+/// fetched. Without a source, `lookups` answers Secrets itself.
+pub async fn decide_fetching(
+    endpoint: Endpoint,
+    review: &Review,
+    lookups: Option<&dyn Lookups>,
+    secrets: Option<&dyn SecretSource>,
+) -> Answer {
+    let (Some(cluster), Some(source)) = (lookups, secrets) else {
+        return decide(endpoint, review, lookups);
+    };
+    let recorder = RecordingLookups::new(cluster);
+    let first = decide(endpoint, review, Some(&recorder));
+    let wanted = recorder.asked();
+    if wanted.is_empty() {
+        return first;
+    }
+    let fetched = FetchedLookups::new(cluster, fetch_secrets(source, wanted).await);
+    decide(endpoint, review, Some(&fetched))
 }
 
 #[cfg(test)]

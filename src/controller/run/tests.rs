@@ -662,19 +662,7 @@ mod mocked {
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
             respond(send, &list("Pod", json!([])));
-            for expected in [
-                "serviceaccounts/baas-agent",
-                "roles/baas-agent",
-                "rolebindings/baas-agent",
-            ] {
-                let (method, uri, body, send) = next(&mut handle).await;
-                assert_eq!(method, http::Method::PATCH);
-                assert!(
-                    uri.contains(expected) && uri.contains("fieldManager=baas"),
-                    "{uri}"
-                );
-                respond(send, &body);
-            }
+            expect_agent_rbac_applied(&mut handle).await;
             let (method, uri, job, send) = next(&mut handle).await;
             assert_eq!(
                 (method, uri.split('?').next().unwrap_or_default()),
@@ -812,10 +800,7 @@ mod mocked {
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
             respond(send, &list("Pod", json!([])));
-            for _ in 0..3 {
-                let (_, _, body, send) = next(&mut handle).await;
-                respond(send, &body);
-            }
+            expect_agent_rbac_applied(&mut handle).await;
             let (method, uri, job, send) = next(&mut handle).await;
             assert_eq!(
                 (method, uri.split('?').next().unwrap_or_default()),
@@ -1204,14 +1189,13 @@ mod mocked {
     }
 
     async fn expect_agent_rbac_applied(handle: &mut Handle) {
-        for expected in [
-            "serviceaccounts/baas-agent",
-            "roles/baas-agent",
-            "rolebindings/baas-agent",
-        ] {
+        for expected in ["serviceaccounts/baas-agent", "rolebindings/baas-agent"] {
             let (method, uri, body, send) = next(handle).await;
             assert_eq!(method, http::Method::PATCH, "{uri}");
-            assert!(uri.contains(expected), "{uri}");
+            assert!(
+                uri.contains(expected) && uri.contains("fieldManager=baas"),
+                "{uri}"
+            );
             respond(send, &body);
         }
     }
