@@ -205,6 +205,31 @@ impl<S: Clone + PartialEq> Recent<S> {
     }
 }
 
+/// Repositories known to exist, by their `backup.appuio.ch/repository` label: a Backup on
+/// each has finished with a snapshot, so its `config` exists. Until then the first backups of
+/// a repository take turns, so that only one of them can run `restic init` (two concurrent
+/// ones leave keys that cannot open the one `config`). Filled from the Backups the run
+/// reconciler sees, and it sees every cached one at startup: the set follows from the API
+/// server's state, and a restart only makes the first backups of a repository wait longer.
+#[derive(Default)]
+pub struct ProvenRepositories {
+    set: Mutex<HashSet<String>>,
+}
+
+impl ProvenRepositories {
+    /// Whether the repository with this label is known to exist.
+    pub fn contains(&self, label: &str) -> bool {
+        self.set.lock().is_ok_and(|set| set.contains(label))
+    }
+
+    /// Remembers that the repository with this label exists.
+    pub fn insert(&self, label: String) {
+        if let Ok(mut set) = self.set.lock() {
+            set.insert(label);
+        }
+    }
+}
+
 /// What every reconcile gets.
 pub struct Context {
     /// The API client.
@@ -228,6 +253,8 @@ pub struct Context {
     /// Namespaces whose agent RBAC this process has applied (an optimisation only: applying
     /// again is harmless).
     pub rbac_done: Mutex<HashSet<String>>,
+    /// Repositories a Backup has written a snapshot to.
+    pub proven_repositories: ProvenRepositories,
 }
 
 impl Context {
@@ -247,6 +274,7 @@ impl Context {
             unwritten_starts: Recent::default(),
             recent_schedules: Recent::default(),
             rbac_done: Mutex::new(HashSet::new()),
+            proven_repositories: ProvenRepositories::default(),
         }
     }
 
