@@ -249,18 +249,50 @@ fn existence_of<K: RunKind>(ctx: &Context, run: &K) -> RepoExistence {
     }
 }
 
-/// Remembers the repository of a Backup that ended with a snapshot as existing.
-fn note_proven<K: RunKind>(ctx: &Context, run: &K, state: Option<RunState>) {
-    let wrote_snapshot = matches!(
-        state,
-        Some(RunState::Succeeded | RunState::PartiallySucceeded)
-    );
-    if K::OP != Operation::Backup || !wrote_snapshot {
+/// What a Backup that ended tells: its repository exists when it wrote a snapshot, and its
+/// claim to create the repository, if it held one, is over.
+fn note_ended<K: RunKind>(ctx: &Context, run: &K, state: Option<RunState>) {
+    if K::OP != Operation::Backup || !state.is_some_and(RunState::is_terminal) {
         return;
     }
-    if let Some(key) = repository_key(run) {
+    let Some(key) = repository_key(run) else {
+        return;
+    };
+    ctx.create_claims
+        .release(&key, &run.uid().unwrap_or_default());
+    if matches!(
+        state,
+        Some(RunState::Succeeded | RunState::PartiallySucceeded)
+    ) {
         ctx.proven_repositories.insert(key);
     }
+}
+
+/// How long a backup's claim to create a repository lasts at most: long enough for its Jobs
+/// to show in the cache, short enough that a claim whose run went away holds nobody up for
+/// long.
+const CLAIM_HOLD: Duration = Duration::from_secs(60);
+
+/// For a Backup about to start on a repository not known to exist: claims the repository
+/// for it, or names the Backup of this process that already did.
+fn claimed_by<K: RunKind>(
+    ctx: &Context,
+    run: &K,
+    key: &str,
+    existence: RepoExistence,
+) -> Option<Blocker> {
+    if K::OP != Operation::Backup || existence != RepoExistence::Unproven {
+        return None;
+    }
+    let label = repository_key(run)?;
+    let uid = run.uid().unwrap_or_default();
+    let holder =
+        ctx.create_claims
+            .claim(&label, &uid, key, std::time::Instant::now(), CLAIM_HOLD)?;
+    Some(Blocker {
+        what: format!("{} {holder}", Operation::Backup.kind()),
+        op: Some(Operation::Backup),
+    })
 }
 
 /// What a waiting run waits for: a run or a Job, and its operation when known.
@@ -927,7 +959,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
         ctx.unwritten_starts.forget(&run.uid().unwrap_or_default());
         // At startup every cached Backup comes by here: the finished ones prove their
         // repositories before most new ones need to know.
-        note_proven(&ctx, run.as_ref(), written.state);
+        note_ended(&ctx, run.as_ref(), written.state);
         debug!(name = %run.name_any(), "run already ended");
         return Ok(Action::await_change());
     }
@@ -974,6 +1006,8 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
             }),
             None => live_blocker(&ctx, &meta, run.backend(), existence).await?,
         };
+        // Last, so that only a run free to start holds a claim.
+        let blocker = blocker.or_else(|| claimed_by(&ctx, run.as_ref(), &me.key, existence));
         if let Some(blocker) = blocker {
             let message = waiting_message(&blocker, K::OP, existence);
             let status = with_state(
@@ -1139,7 +1173,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     }
     apply_status(&ctx, &api, run.as_ref(), &written, &status).await?;
     ctx.unwritten_starts.forget(&meta.uid);
-    note_proven(&ctx, run.as_ref(), status.state);
+    note_ended(&ctx, run.as_ref(), status.state);
     report_end(&ctx, run.as_ref(), &status).await;
     // A Job that cannot start would otherwise linger until its deadline.
     for job in jobs

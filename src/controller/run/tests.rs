@@ -1332,6 +1332,43 @@ mod mocked {
     }
 
     #[tokio::test]
+    async fn backup_reconciled_while_another_starts_on_an_unproven_repository_waits_for_it() {
+        // Neither cache nor API server shows the other: both were created in the same second,
+        // and the first one's Job is not created yet when the second is reconciled.
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (_, send) = plan_until_job_create(&mut handle).await;
+            let job = json!({"metadata": {"name": "nightly-backup-202601010100-backup"}});
+            respond(send, &job);
+            expect_event(&mut handle, "Normal", "Started").await;
+            // Without a Job cache, the Running status is written at once.
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Running");
+            respond_with_status(send, &patch);
+            expect_repository_jobs_of(&mut handle, "backup%2Ccheck%2Cprune", json!([])).await;
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH, "no second Job may be created");
+            assert_eq!(
+                patch["status"]["message"],
+                "waiting for Backup team/nightly-backup-202601010100 on the same repository: \
+                 the repository is not known to exist yet, and only one backup may create it"
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+        });
+        reconcile(Arc::new(backup_created_ago(0)), ctx.clone())
+            .await
+            .expect("first reconcile");
+        let second = earlier_backup("team", "hourly-backup-202601010100");
+        let action = reconcile(Arc::new(second), ctx)
+            .await
+            .expect("second reconcile");
+        assert_eq!(action, Action::requeue(WAITING_RECHECK));
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
     async fn only_a_backup_with_a_snapshot_proves_its_repository() {
         for (state, proves) in [
             ("Succeeded", true),
