@@ -205,6 +205,87 @@ impl<S: Clone + PartialEq> Recent<S> {
     }
 }
 
+/// Repositories known to exist, by their `backup.appuio.ch/repository` label: a Backup on
+/// each has finished with a snapshot, so its `config` exists. Until then the first backups of
+/// a repository take turns, so that only one of them can run `restic init` (two concurrent
+/// ones leave keys that cannot open the one `config`). Filled from the Backups the run
+/// reconciler sees, and it sees every cached one at startup: the set follows from the API
+/// server's state, and a restart only makes the first backups of a repository wait longer.
+#[derive(Default)]
+pub struct ProvenRepositories {
+    set: Mutex<HashSet<String>>,
+}
+
+impl ProvenRepositories {
+    /// Whether the repository with this label is known to exist.
+    pub fn contains(&self, label: &str) -> bool {
+        self.set.lock().is_ok_and(|set| set.contains(label))
+    }
+
+    /// Remembers that the repository with this label exists.
+    pub fn insert(&self, label: String) {
+        if let Ok(mut set) = self.set.lock() {
+            set.insert(label);
+        }
+    }
+}
+
+/// Backups this process let through to start on a repository not known to exist, by
+/// repository label. Between that decision and the Job cache showing the backup's Job, a
+/// backup of the same repository reconciled at the same moment (created in the same second,
+/// its watch event first) finds nothing in the caches or the API server that stops it; the
+/// claim does. A claim ends when its run ends or after `hold`, by which time its Jobs are in
+/// the cache.
+#[derive(Default)]
+pub struct CreateClaims {
+    map: Mutex<HashMap<String, CreateClaim>>,
+}
+
+struct CreateClaim {
+    uid: String,
+    key: String,
+    at: std::time::Instant,
+}
+
+impl CreateClaims {
+    /// Claims the repository `label` for the run `uid` (`key` is its `namespace/name`);
+    /// the key of the run that holds it instead, if another does.
+    pub fn claim(
+        &self,
+        label: &str,
+        uid: &str,
+        key: &str,
+        now: std::time::Instant,
+        hold: Duration,
+    ) -> Option<String> {
+        let Ok(mut map) = self.map.lock() else {
+            return None;
+        };
+        map.retain(|_, c| now.saturating_duration_since(c.at) < hold);
+        if let Some(other) = map.get(label).filter(|c| c.uid != uid) {
+            return Some(other.key.clone());
+        }
+        map.insert(
+            label.to_string(),
+            CreateClaim {
+                uid: uid.to_string(),
+                key: key.to_string(),
+                at: now,
+            },
+        );
+        None
+    }
+
+    /// Ends the claim of the run `uid` on `label`, if it holds one.
+    pub fn release(&self, label: &str, uid: &str) {
+        if let Ok(mut map) = self.map.lock()
+            && map.get(label).is_some_and(|c| c.uid == uid)
+        {
+            map.remove(label);
+        }
+    }
+}
+
 /// What every reconcile gets.
 pub struct Context {
     /// The API client.
@@ -228,6 +309,10 @@ pub struct Context {
     /// Namespaces whose agent RBAC this process has applied (an optimisation only: applying
     /// again is harmless).
     pub rbac_done: Mutex<HashSet<String>>,
+    /// Repositories a Backup has written a snapshot to.
+    pub proven_repositories: ProvenRepositories,
+    /// Backups starting on a repository that is not proven.
+    pub create_claims: CreateClaims,
 }
 
 impl Context {
@@ -247,6 +332,8 @@ impl Context {
             unwritten_starts: Recent::default(),
             recent_schedules: Recent::default(),
             rbac_done: Mutex::new(HashSet::new()),
+            proven_repositories: ProvenRepositories::default(),
+            create_claims: CreateClaims::default(),
         }
     }
 
@@ -834,6 +921,38 @@ mod tests {
             recent.freshest("a", Some(&3)),
             Some(3),
             "entry dropped once seen"
+        );
+    }
+
+    #[test]
+    fn one_claim_to_create_a_repository_at_a_time_until_it_ends_or_expires() {
+        let claims = CreateClaims::default();
+        let hold = Duration::from_secs(60);
+        let t0 = std::time::Instant::now();
+        assert_eq!(claims.claim("repo", "uid-a", "a/first", t0, hold), None);
+        assert_eq!(
+            claims.claim("repo", "uid-b", "b/second", t0, hold),
+            Some("a/first".into())
+        );
+        assert_eq!(
+            claims.claim("repo", "uid-a", "a/first", t0, hold),
+            None,
+            "its own"
+        );
+        assert_eq!(claims.claim("other", "uid-b", "b/second", t0, hold), None);
+        claims.release("repo", "uid-b");
+        assert_eq!(
+            claims.claim("repo", "uid-c", "c/third", t0, hold),
+            Some("a/first".into()),
+            "only the holder releases"
+        );
+        claims.release("repo", "uid-a");
+        assert_eq!(claims.claim("repo", "uid-c", "c/third", t0, hold), None);
+        let later = t0 + hold;
+        assert_eq!(
+            claims.claim("repo", "uid-d", "d/fourth", later, hold),
+            None,
+            "expired"
         );
     }
 

@@ -445,12 +445,12 @@ fn prune_waits_for_running_backup_on_same_repository() {
         1,
     )];
     assert_eq!(
-        blocking_run(&me, &others).map(|r| r.key.as_str()),
+        blocking_run(&me, RepoExistence::Proven, &others).map(|r| r.key.as_str()),
         Some("b/x")
     );
     let mut elsewhere = others.clone();
     elsewhere[0].repository = "s3:http://s3/other".into();
-    assert_eq!(blocking_run(&me, &elsewhere), None);
+    assert_eq!(blocking_run(&me, RepoExistence::Proven, &elsewhere), None);
 }
 
 #[test]
@@ -463,7 +463,7 @@ fn backup_waits_for_running_prune_not_a_finished_one() {
         true,
         1,
     )];
-    assert!(blocking_run(&me, &prune).is_some());
+    assert!(blocking_run(&me, RepoExistence::Proven, &prune).is_some());
     let done = [repo_run(
         Operation::Prune,
         "a/p",
@@ -471,7 +471,7 @@ fn backup_waits_for_running_prune_not_a_finished_one() {
         true,
         1,
     )];
-    assert_eq!(blocking_run(&me, &done), None);
+    assert_eq!(blocking_run(&me, RepoExistence::Proven, &done), None);
 }
 
 #[test]
@@ -479,9 +479,9 @@ fn of_two_waiting_checks_the_older_goes_first() {
     let older = repo_run(Operation::Check, "a/c1", None, false, 1);
     let newer = repo_run(Operation::Prune, "a/p2", None, false, 2);
     let all = [older.clone(), newer.clone()];
-    assert_eq!(blocking_run(&older, &all), None);
+    assert_eq!(blocking_run(&older, RepoExistence::Proven, &all), None);
     assert_eq!(
-        blocking_run(&newer, &all).map(|r| r.key.as_str()),
+        blocking_run(&newer, RepoExistence::Proven, &all).map(|r| r.key.as_str()),
         Some("a/c1")
     );
 }
@@ -491,7 +491,8 @@ fn backup_waits_for_a_running_check_which_locks_exclusively() {
     let backup = repo_run(Operation::Backup, "a/b1", None, false, 5);
     let check = repo_run(Operation::Check, "a/c1", Some(RunState::Running), true, 1);
     assert_eq!(
-        blocking_run(&backup, std::slice::from_ref(&check)).map(|r| r.key.as_str()),
+        blocking_run(&backup, RepoExistence::Proven, std::slice::from_ref(&check))
+            .map(|r| r.key.as_str()),
         Some("a/c1")
     );
 }
@@ -504,16 +505,16 @@ fn waiting_prune_is_not_starved_by_later_backups() {
     let b2 = repo_run(Operation::Backup, "a/b2", None, false, 3);
     let all = [b1.clone(), prune.clone(), b2.clone()];
     assert_eq!(
-        blocking_run(&prune, &all).map(|r| r.key.as_str()),
+        blocking_run(&prune, RepoExistence::Proven, &all).map(|r| r.key.as_str()),
         Some("a/b1")
     );
     assert_eq!(
-        blocking_run(&b2, &all).map(|r| r.key.as_str()),
+        blocking_run(&b2, RepoExistence::Proven, &all).map(|r| r.key.as_str()),
         Some("a/p1")
     );
     // a backup created before the prune does not wait for it
     let b0 = repo_run(Operation::Backup, "a/b0", None, false, 0);
-    assert_eq!(blocking_run(&b0, &all), None);
+    assert_eq!(blocking_run(&b0, RepoExistence::Proven, &all), None);
 }
 
 #[test]
@@ -522,8 +523,140 @@ fn backups_and_restores_share_the_repository() {
     let restore = repo_run(Operation::Restore, "a/r1", None, false, 2);
     let b2 = repo_run(Operation::Backup, "a/b2", None, false, 3);
     let all = [b1, restore.clone(), b2.clone()];
-    assert_eq!(blocking_run(&restore, &all), None);
-    assert_eq!(blocking_run(&b2, &all), None);
+    assert_eq!(blocking_run(&restore, RepoExistence::Proven, &all), None);
+    assert_eq!(blocking_run(&b2, RepoExistence::Proven, &all), None);
+}
+
+#[test]
+fn second_backup_on_an_unproven_repository_waits_for_the_first_until_it_succeeds() {
+    let mut b1 = repo_run(Operation::Backup, "a/b1", None, false, 1);
+    let b2 = repo_run(Operation::Backup, "b/b2", None, false, 1);
+    let all = [b1.clone(), b2.clone()];
+    assert_eq!(blocking_run(&b1, RepoExistence::Unproven, &all), None);
+    assert_eq!(
+        blocking_run(&b2, RepoExistence::Unproven, &all).map(|r| r.key.as_str()),
+        Some("a/b1"),
+        "the first has not started yet, and may create the repository"
+    );
+    b1.started = true;
+    b1.state = Some(RunState::Running);
+    let all = [b1.clone(), b2.clone()];
+    assert_eq!(
+        blocking_run(&b2, RepoExistence::Unproven, &all).map(|r| r.key.as_str()),
+        Some("a/b1"),
+        "the first runs and may be creating the repository"
+    );
+    b1.state = Some(RunState::Succeeded);
+    let all = [b1, b2.clone()];
+    assert_eq!(blocking_run(&b2, RepoExistence::Proven, &all), None);
+}
+
+#[test]
+fn next_backup_on_an_unproven_repository_starts_when_the_first_failed() {
+    let b1 = repo_run(Operation::Backup, "a/b1", Some(RunState::Failed), true, 1);
+    let b2 = repo_run(Operation::Backup, "a/b2", None, false, 2);
+    let b3 = repo_run(Operation::Backup, "a/b3", None, false, 3);
+    let all = [b1, b2.clone(), b3.clone()];
+    assert_eq!(blocking_run(&b2, RepoExistence::Unproven, &all), None);
+    assert_eq!(
+        blocking_run(&b3, RepoExistence::Unproven, &all).map(|r| r.key.as_str()),
+        Some("a/b2")
+    );
+}
+
+#[test]
+fn backups_on_a_proven_repository_start_together() {
+    let waiting = [
+        repo_run(Operation::Backup, "a/b1", None, false, 1),
+        repo_run(Operation::Backup, "b/b2", None, false, 2),
+    ];
+    let running = [
+        repo_run(Operation::Backup, "a/b1", Some(RunState::Running), true, 1),
+        repo_run(Operation::Backup, "b/b2", None, false, 2),
+    ];
+    for all in [&waiting, &running] {
+        for me in all {
+            assert_eq!(blocking_run(me, RepoExistence::Proven, all), None, "{me:?}");
+        }
+    }
+}
+
+#[test]
+fn of_three_waiting_backups_on_an_unproven_repository_only_the_oldest_may_start() {
+    // Created in the same minute: the key breaks the tie, as for checks and prunes.
+    let all = [
+        repo_run(Operation::Backup, "c/nightly", None, false, 2),
+        repo_run(Operation::Backup, "b/nightly", None, false, 1),
+        repo_run(Operation::Backup, "a/nightly", None, false, 2),
+    ];
+    let free: Vec<&str> = all
+        .iter()
+        .filter(|me| blocking_run(me, RepoExistence::Unproven, &all).is_none())
+        .map(|me| me.key.as_str())
+        .collect();
+    assert_eq!(free, ["b/nightly"]);
+    // The others elsewhere do not count.
+    let mut elsewhere = all.clone();
+    elsewhere[1].repository = "s3:http://s3/other".into();
+    assert_eq!(
+        blocking_run(&elsewhere[0], RepoExistence::Unproven, &elsewhere).map(|r| r.key.as_str()),
+        Some("a/nightly")
+    );
+}
+
+#[test]
+fn checks_prunes_and_restores_keep_their_rules_on_an_unproven_repository() {
+    let b1 = repo_run(Operation::Backup, "a/b1", None, false, 1);
+    let check = repo_run(Operation::Check, "a/c2", None, false, 2);
+    let restore = repo_run(Operation::Restore, "a/r3", None, false, 3);
+    let running = repo_run(Operation::Backup, "a/b0", Some(RunState::Running), true, 0);
+    let all = [running, b1.clone(), check.clone(), restore.clone()];
+    for existence in [RepoExistence::Proven, RepoExistence::Unproven] {
+        // A check waits for the running backup, not for the older waiting one.
+        assert_eq!(
+            blocking_run(&check, existence, &all).map(|r| r.key.as_str()),
+            Some("a/b0")
+        );
+        // A restore shares the repository with backups, and waits for the older check.
+        assert_eq!(
+            blocking_run(&restore, existence, &all).map(|r| r.key.as_str()),
+            Some("a/c2")
+        );
+    }
+    // A backup queued after a waiting check waits for it either way.
+    let b4 = repo_run(Operation::Backup, "a/b4", None, false, 4);
+    let all = [check, b4.clone()];
+    for existence in [RepoExistence::Proven, RepoExistence::Unproven] {
+        assert_eq!(
+            blocking_run(&b4, existence, &all).map(|r| r.key.as_str()),
+            Some("a/c2")
+        );
+    }
+}
+
+#[test]
+fn backup_waiting_for_a_backup_on_an_unproven_repository_says_why() {
+    let backup = Blocker {
+        what: "Backup b/nightly".into(),
+        op: Some(Operation::Backup),
+    };
+    assert_eq!(
+        waiting_message(&backup, Operation::Backup, RepoExistence::Unproven),
+        "waiting for Backup b/nightly on the same repository: the repository is not known \
+         to exist yet, and only one backup may create it"
+    );
+    let check = Blocker {
+        what: "check Job b/weekly-check".into(),
+        op: Some(Operation::Check),
+    };
+    assert_eq!(
+        waiting_message(&check, Operation::Backup, RepoExistence::Unproven),
+        "waiting for check Job b/weekly-check on the same repository"
+    );
+    assert_eq!(
+        waiting_message(&backup, Operation::Prune, RepoExistence::Unproven),
+        "waiting for Backup b/nightly on the same repository"
+    );
 }
 
 mod mocked {
@@ -740,10 +873,11 @@ mod mocked {
             respond_with_status(send, &patch);
             expect_event(&mut handle, "Normal", "Succeeded").await;
         });
-        let action = reconcile(Arc::new(backup(Some(previous))), ctx)
+        let action = reconcile(Arc::new(backup(Some(previous))), ctx.clone())
             .await
             .expect("reconcile");
         assert_eq!(action, Action::await_change());
+        assert!(ctx.proven_repositories.contains(&repository()));
         server.await.expect("mock server");
     }
 
@@ -987,6 +1121,7 @@ mod mocked {
     #[tokio::test]
     async fn backup_waits_for_a_running_check_the_cache_does_not_show_yet() {
         let (ctx, mut handle) = context();
+        ctx.proven_repositories.insert(repository());
         let server = tokio::spawn(async move {
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(
@@ -1019,6 +1154,232 @@ mod mocked {
             .expect("reconcile");
         assert_eq!(action, Action::requeue(WAITING_RECHECK));
         server.await.expect("mock server");
+    }
+
+    /// The label of the test backups' repository.
+    fn repository() -> String {
+        job::repository_label(&job::repository_url(&backup(None).spec.backend))
+    }
+
+    /// Another Backup on the same repository that has not started, created a minute before.
+    fn earlier_backup(namespace: &str, name: &str) -> Backup {
+        let mut run = backup(None);
+        run.metadata.namespace = Some(namespace.into());
+        run.metadata.name = Some(name.into());
+        run.metadata.uid = Some(format!("{name}-uid"));
+        run.metadata.creation_timestamp = Some(Time(
+            crate::controller::now_seconds() - jiff::SignedDuration::from_mins(1),
+        ));
+        run
+    }
+
+    /// Filled stores holding `backups` and no Jobs.
+    fn stores_with_backups(backups: Vec<Backup>) -> Stores {
+        let (store, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        for backup in backups {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(backup));
+        }
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        Stores {
+            backups: store,
+            ..filled_stores(Vec::new())
+        }
+    }
+
+    /// Takes the look for conflicting Jobs; asserts the operations it selects.
+    async fn expect_repository_jobs_of(handle: &mut Handle, operations: &str, jobs: Value) {
+        let (method, uri, _, send) = next(handle).await;
+        assert_eq!(method, http::Method::GET);
+        let selector = format!("backup.appuio.ch%2Foperation+in+%28{operations}%29");
+        assert!(
+            uri.ends_with(&selector) || uri.contains(&format!("{selector}&")),
+            "{uri}"
+        );
+        respond(send, &list("Job", jobs));
+    }
+
+    #[tokio::test]
+    async fn second_backup_on_an_unproven_repository_waits_for_the_first_then_starts() {
+        let first = earlier_backup("shop", "hourly-backup-202601010100");
+        let (ctx, mut handle) = context_with(stores_with_backups(vec![first.clone()]));
+        let server = tokio::spawn(async move {
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(
+                method,
+                http::Method::PATCH,
+                "the cache answers: no Job, no list"
+            );
+            assert_eq!(patch["status"]["state"], "Pending");
+            assert_eq!(
+                patch["status"]["message"],
+                "waiting for Backup shop/hourly-backup-202601010100 on the same repository: \
+                 the repository is not known to exist yet, and only one backup may create it"
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+            // Once the first has succeeded, the second looks only for checks and prunes.
+            expect_repository_jobs_of(&mut handle, "check%2Cprune", json!([])).await;
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
+            respond(
+                send,
+                &list(
+                    "PersistentVolumeClaim",
+                    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
+                ),
+            );
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.contains("/pods"), "{uri}");
+            respond(send, &list("Pod", json!([])));
+            expect_agent_rbac_applied(&mut handle).await;
+            let (method, uri, job, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::POST, "{uri}");
+            respond(send, &job);
+            expect_event(&mut handle, "Normal", "Started").await;
+        });
+        let action = reconcile(Arc::new(backup_created_ago(0)), ctx.clone())
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(WAITING_RECHECK));
+        // The first Backup succeeds; its reconcile (here: of the cached, stripped object,
+        // as at startup) proves the repository.
+        let mut succeeded = first;
+        succeeded.status = Some(with_state(
+            RunStatus::default(),
+            RunState::Succeeded,
+            "Succeeded",
+            "",
+            None,
+            crate::controller::now_seconds(),
+        ));
+        succeeded
+            .labels_mut()
+            .insert(job::LABEL_REPOSITORY.into(), repository());
+        crate::controller::strip_run(&mut succeeded);
+        let action = reconcile(Arc::new(succeeded), ctx.clone())
+            .await
+            .expect("reconcile of the first");
+        assert_eq!(action, Action::await_change());
+        let action = reconcile(Arc::new(backup_created_ago(0)), ctx)
+            .await
+            .expect("second reconcile");
+        assert_eq!(action, Action::requeue(RUNNING_RECHECK));
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn backups_on_a_proven_repository_do_not_wait_for_each_other() {
+        let first = earlier_backup("shop", "hourly-backup-202601010100");
+        let (ctx, mut handle) = context_with(stores_with_backups(vec![first]));
+        ctx.proven_repositories.insert(repository());
+        let server = tokio::spawn(async move {
+            expect_repository_jobs_of(&mut handle, "check%2Cprune", json!([])).await;
+            // Planning follows; that it starts is enough here.
+            let (_, uri, _, _) = next(&mut handle).await;
+            assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
+        });
+        let _ = reconcile(Arc::new(backup_created_ago(0)), ctx).await;
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn backup_on_an_unproven_repository_waits_for_a_backup_job_the_cache_does_not_show_yet() {
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            expect_repository_jobs_of(
+                &mut handle,
+                "backup%2Ccheck%2Cprune",
+                json!([{"metadata": {"name": "hourly-backup-202601010100-backup", "namespace": "shop",
+                    "labels": {"backup.appuio.ch/operation": "backup"},
+                    "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
+                        "name": "hourly-backup-202601010100", "uid": "other-uid", "controller": true}]},
+                    "status": {"active": 1}}]),
+            )
+            .await;
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH, "no Job may be created");
+            assert_eq!(patch["status"]["state"], "Pending");
+            assert_eq!(
+                patch["status"]["message"],
+                "waiting for backup Job shop/hourly-backup-202601010100-backup on the same \
+                 repository: the repository is not known to exist yet, and only one backup \
+                 may create it"
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(WAITING_RECHECK));
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn backup_reconciled_while_another_starts_on_an_unproven_repository_waits_for_it() {
+        // Neither cache nor API server shows the other: both were created in the same second,
+        // and the first one's Job is not created yet when the second is reconciled.
+        let (ctx, mut handle) = context();
+        let server = tokio::spawn(async move {
+            let (_, send) = plan_until_job_create(&mut handle).await;
+            let job = json!({"metadata": {"name": "nightly-backup-202601010100-backup"}});
+            respond(send, &job);
+            expect_event(&mut handle, "Normal", "Started").await;
+            // Without a Job cache, the Running status is written at once.
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Running");
+            respond_with_status(send, &patch);
+            expect_repository_jobs_of(&mut handle, "backup%2Ccheck%2Cprune", json!([])).await;
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH, "no second Job may be created");
+            assert_eq!(
+                patch["status"]["message"],
+                "waiting for Backup team/nightly-backup-202601010100 on the same repository: \
+                 the repository is not known to exist yet, and only one backup may create it"
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+        });
+        reconcile(Arc::new(backup_created_ago(0)), ctx.clone())
+            .await
+            .expect("first reconcile");
+        let second = earlier_backup("team", "hourly-backup-202601010100");
+        let action = reconcile(Arc::new(second), ctx)
+            .await
+            .expect("second reconcile");
+        assert_eq!(action, Action::requeue(WAITING_RECHECK));
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn only_a_backup_with_a_snapshot_proves_its_repository() {
+        for (state, proves) in [
+            ("Succeeded", true),
+            ("PartiallySucceeded", true),
+            ("Failed", false),
+        ] {
+            let (ctx, mut handle) = context();
+            let server = tokio::spawn(async move {
+                assert!(
+                    handle.next_request().await.is_none(),
+                    "a finished run is left alone"
+                );
+            });
+            let run = backup(Some(json!({"state": state})));
+            let action = reconcile(Arc::new(run), ctx.clone())
+                .await
+                .expect("reconcile");
+            assert_eq!(action, Action::await_change());
+            assert_eq!(
+                ctx.proven_repositories.contains(&repository()),
+                proves,
+                "{state}"
+            );
+            drop(ctx);
+            server.await.expect("mock server");
+        }
     }
 
     #[tokio::test]
