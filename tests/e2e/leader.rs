@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::fixtures::seed_schedule;
+use crate::fixtures::{backup_now, seed_schedule};
 use crate::harness::{Cluster, Namespace, Repo, now_seconds, rewrite, wait_for};
 
 const TICK_ANNOTATION: &str = "backup.appuio.ch/tick";
 const SCHEDULES: [&str; 3] = ["every-minute-a", "every-minute-b", "every-minute-c"];
+/// How often the leader is paused.
+const ROUND: Duration = Duration::from_secs(30);
 
 /// How many times the leader is paused; `BAAS_TEST_LEADER_ROUNDS` overrides it.
 fn rounds() -> usize {
@@ -78,12 +80,12 @@ fn ready_operator_pods(c: &Cluster) -> usize {
         .count()
 }
 
+/// The tick of a Schedule's run; 0 for a one-off run.
 fn tick_of(run: &Value) -> i64 {
     run["metadata"]["annotations"][TICK_ANNOTATION]
         .as_str()
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .map(|t| t.as_second())
-        .expect("runs of a Schedule carry their tick")
+        .map_or(0, |t| t.as_second())
 }
 
 fn schedule_of(run: &Value) -> String {
@@ -114,6 +116,9 @@ fn a_leader_paused_past_its_lease_never_runs_a_tick_twice_or_loses_one() {
     ns.create_pvc("app-data", "ReadWriteMany", false);
     ns.write_files("writer", &[("app-data", "index.html", "<h1>hello</h1>")]);
     let bucket = ns.bucket("leader");
+    // A repository in use: the first backups of a new one take turns, which is not what this
+    // test is about.
+    backup_now(&ns, "first", &bucket);
     for name in SCHEDULES {
         ns.apply(&rewrite(
             &seed_schedule(&ns, &bucket, "* * * * *", 1000),
@@ -125,6 +130,7 @@ fn a_leader_paused_past_its_lease_never_runs_a_tick_twice_or_loses_one() {
 
     let mut takeovers = Vec::new();
     for round in 0..rounds() {
+        let started = Instant::now();
         let leader = wait_for(
             &format!("round {round}: both replicas ready and one leading"),
             Duration::from_secs(120),
@@ -152,29 +158,33 @@ fn a_leader_paused_past_its_lease_never_runs_a_tick_twice_or_loses_one() {
             "round {round}: {leader} paused, {successor} took over after {:.1}s",
             takeovers[round].as_secs_f64()
         );
+        // A pause every ROUND keeps the cluster leaderless for half the time: runs are
+        // delayed, but one that a Job finishes in seconds still ends before the next tick.
+        if let Some(rest) = ROUND.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
     }
     // The tick after the last round must be handled too.
     let last_tick = (now_seconds() / 60.0).floor() as i64 * 60;
     let repo = ns.repo(&bucket);
-    let runs = wait_for(
-        "every Backup up to the last tick finished",
-        Duration::from_secs(240),
-        Duration::from_secs(2),
-        || {
-            let runs: Vec<Value> = ns
-                .list("backups")
-                .into_iter()
-                .filter(|r| (first_tick..=last_tick).contains(&tick_of(r)))
-                .collect();
-            let expected = SCHEDULES.len() * ((last_tick - first_tick) / 60 + 1) as usize;
-            let finished = runs
-                .iter()
-                .filter(|r| r["status"]["finishedAt"].is_string())
-                .count();
-            (runs.len() >= expected && finished == runs.len()).then_some(runs)
-        },
-    );
-
+    // Every run up to the last tick finished, those of the last tick included; a lost tick
+    // shows in the count below, not as a timeout here.
+    let listed = || -> Vec<Value> {
+        ns.list("backups")
+            .into_iter()
+            .filter(|r| (first_tick..=last_tick).contains(&tick_of(r)))
+            .collect()
+    };
+    let settled = Instant::now();
+    let runs = loop {
+        let runs = listed();
+        let finished = runs.iter().all(|r| r["status"]["finishedAt"].is_string());
+        let last = runs.iter().filter(|r| tick_of(r) == last_tick).count();
+        if (finished && last == SCHEDULES.len()) || settled.elapsed() > Duration::from_secs(240) {
+            break runs;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
     let mut per_tick: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
     for run in &runs {
         per_tick
