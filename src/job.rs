@@ -338,19 +338,24 @@ fn selected_node(pvc: &PersistentVolumeClaim) -> Option<String> {
         .map(String::from)
 }
 
+/// The backup command a pod's `appuio.ch/backupcommand` annotation holds, trimmed; `None`
+/// when it has none or an empty one. Planning reads it to pick the pods, the agent to run it.
+pub fn backup_command(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_BACKUP_COMMAND)
+        .map(|command| command.trim())
+        .filter(|command| !command.is_empty())
+}
+
 fn backup_commands(live: &[&Pod]) -> Vec<BackupPod> {
     let mut commands: Vec<BackupPod> = live
         .iter()
         .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .filter_map(|pod| {
+            backup_command(pod)?;
             let annotations = pod.metadata.annotations.as_ref()?;
-            if annotations
-                .get(ANNOTATION_BACKUP_COMMAND)?
-                .trim()
-                .is_empty()
-            {
-                return None;
-            }
             let container = match annotations.get(ANNOTATION_BACKUP_COMMAND_CONTAINER) {
                 Some(container) if !container.trim().is_empty() => container.trim().to_string(),
                 _ => pod.spec.as_ref()?.containers.first()?.name.clone(),

@@ -41,12 +41,7 @@ pub fn describe(target: &BackupPod) -> String {
 /// since the backup was planned.
 pub fn command_of(pod: Option<&Pod>) -> std::result::Result<String, String> {
     let pod = pod.ok_or("the pod is gone (it was deleted after the backup was planned)")?;
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_BACKUP_COMMAND))
-        .map(|command| command.trim())
-        .filter(|command| !command.is_empty())
+    crate::job::backup_command(pod)
         .map(String::from)
         .ok_or_else(|| {
             format!(
