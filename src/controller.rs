@@ -11,6 +11,7 @@ pub mod rbac;
 pub mod run;
 pub mod schedule;
 
+use crate::crd::Kind;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -605,12 +606,9 @@ fn counted_client(
     })
 }
 
-async fn log_result<T, E: std::fmt::Display>(
-    kind: &'static str,
-    result: std::result::Result<T, E>,
-) {
+async fn log_result<T, E: std::fmt::Display>(kind: Kind, result: std::result::Result<T, E>) {
     if let Err(error) = result {
-        tracing::debug!(kind, %error, "reconcile failed");
+        tracing::debug!(%kind, %error, "reconcile failed");
     }
 }
 
@@ -881,7 +879,7 @@ pub async fn run_controllers(
         tokio::join!(
             schedule_controller
                 .run(schedule::reconcile, schedule::error_policy, context.clone())
-                .for_each(|result| log_result("Schedule", result)),
+                .for_each(|result| log_result(Kind::Schedule, result)),
             run_controller(backup_runs, stores.backups.clone(), backup_jobs, &context),
             run_controller(check_runs, stores.checks.clone(), check_jobs, &context),
             run_controller(prune_runs, stores.prunes.clone(), prune_jobs, &context),

@@ -8,6 +8,7 @@ pub mod backup;
 #[allow(clippy::duplicated_attributes)]
 pub mod check;
 pub mod common;
+pub mod kind;
 #[allow(clippy::duplicated_attributes)]
 pub mod prune;
 #[allow(clippy::duplicated_attributes)]
@@ -22,6 +23,7 @@ pub use common::{
     Backend, PvcTarget, RestoreMethod, Retention, RunState, RunStatus, S3Spec, S3Target,
     SecretKeyRef, SnapshotRef, Summary,
 };
+pub use kind::{Kind, Operation};
 pub use prune::{Prune, PruneSpec};
 pub use restore::{Restore, RestoreSpec};
 pub use schedule::{Schedule, ScheduleSpec, ScheduleStatus};

@@ -61,46 +61,7 @@ pub const AGENT_CAPABILITIES: [&str; 4] = [
     "FSETID",
 ];
 
-/// The four operations a run can be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Operation {
-    /// `restic backup` of PVCs and backup commands.
-    Backup,
-    /// `restic check`.
-    Check,
-    /// `restic forget --prune`.
-    Prune,
-    /// `restic restore` or `restic dump`.
-    Restore,
-}
-
-impl Operation {
-    /// Lowercase name, as in labels and `baas agent <op>`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Backup => "backup",
-            Operation::Check => "check",
-            Operation::Prune => "prune",
-            Operation::Restore => "restore",
-        }
-    }
-
-    /// The kind of the run object.
-    pub fn kind(self) -> &'static str {
-        match self {
-            Operation::Backup => "Backup",
-            Operation::Check => "Check",
-            Operation::Prune => "Prune",
-            Operation::Restore => "Restore",
-        }
-    }
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::crd::Operation;
 
 /// The restic repository of a backend: `s3:<endpoint>/<bucket>`.
 pub fn repository_url(backend: &Backend) -> String {
@@ -417,7 +378,7 @@ impl RunMeta {
     pub fn owner_reference(&self) -> OwnerReference {
         OwnerReference {
             api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
-            kind: self.op.kind().into(),
+            kind: self.op.kind().as_str().into(),
             name: self.name.clone(),
             uid: self.uid.clone(),
             controller: Some(true),

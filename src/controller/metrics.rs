@@ -1,6 +1,7 @@
 //! Prometheus metrics of the reconciler, registered in the registry the operator's `/metrics`
 //! endpoint serves (shared with the webhook).
 
+use crate::crd::Kind;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
@@ -96,14 +97,14 @@ impl Metrics {
     }
 
     /// Counts one reconcile of `kind`.
-    pub fn reconciled(&self, kind: &str) {
+    pub fn reconciled(&self, kind: Kind) {
         self.reconciles
             .get_or_create(&vec![("kind", kind.to_string())])
             .inc();
     }
 
     /// Counts one failed reconcile.
-    pub fn failed(&self, kind: &str, category: &str) {
+    pub fn failed(&self, kind: Kind, category: &str) {
         self.reconcile_errors
             .get_or_create(&vec![
                 ("kind", kind.to_string()),
@@ -153,7 +154,7 @@ impl Metrics {
     }
 
     /// Counts one run that ended.
-    pub fn finished(&self, kind: &str, state: &str) {
+    pub fn finished(&self, kind: Kind, state: &str) {
         self.runs_finished
             .get_or_create(&vec![
                 ("kind", kind.to_string()),
@@ -276,8 +277,8 @@ mod tests {
     fn registered_metrics_appear_in_the_text_exposition() {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        metrics.finished("Backup", "PartiallySucceeded");
-        metrics.reconciled("Schedule");
+        metrics.finished(Kind::Backup, "PartiallySucceeded");
+        metrics.reconciled(Kind::Schedule);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(

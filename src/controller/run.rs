@@ -781,7 +781,7 @@ async fn report_end<K: RunKind>(ctx: &Context, run: &K, status: &RunStatus) {
     let state = status.state.map(state_name).unwrap_or("Failed");
     ctx.metrics.finished(K::OP.kind(), state);
     let message = status.message.clone().unwrap_or_default();
-    info!(kind = K::OP.kind(), namespace = ?run.namespace(), name = %run.name_any(), state, %message, "run ended");
+    info!(kind = %K::OP.kind(), namespace = ?run.namespace(), name = %run.name_any(), state, %message, "run ended");
     publish(ctx, run, state != "Succeeded", state, &message).await;
 }
 
@@ -1023,7 +1023,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 .iter()
                 .any(|c| c.type_ == "Running" && c.reason == "WaitingForRepository");
             if apply_status(&ctx, &api, run.as_ref(), &written, &status).await? && !was_waiting {
-                info!(kind = K::OP.kind(), name = %meta.name, %message, "run waits");
+                info!(kind = %K::OP.kind(), name = %meta.name, %message, "run waits");
                 publish(&ctx, run.as_ref(), false, "WaitingForRepository", &message).await;
             }
             return Ok(Action::requeue(WAITING_RECHECK));
@@ -1042,7 +1042,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
             match job_api.create(&PostParams::default(), job).await {
                 Ok(_) => {
                     created = true;
-                    info!(kind = K::OP.kind(), run = %meta.name, job = %name, "created Job");
+                    info!(kind = %K::OP.kind(), run = %meta.name, job = %name, "created Job");
                 }
                 // Created by an earlier reconcile that the Job cache did not show yet, unless
                 // the name is taken by a Job of someone else.
@@ -1194,7 +1194,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
 /// Retry policy of the run controllers.
 pub fn error_policy<K: RunKind>(run: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(K::OP.kind(), error.category());
-    warn!(kind = K::OP.kind(), name = %run.name_any(), %error, "reconcile failed");
+    warn!(kind = %K::OP.kind(), name = %run.name_any(), %error, "reconcile failed");
     requeue_after_error(error)
 }
 

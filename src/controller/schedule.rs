@@ -1,6 +1,7 @@
 //! Schedules: at each cron tick, create the run object for it, keep the history bounded and
 //! tell the user in the status what ran and what runs next.
 
+use crate::crd::Kind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -386,7 +387,7 @@ async fn trim_history(
 
 /// Reconciles one Schedule.
 pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.reconciled("Schedule");
+    ctx.metrics.reconciled(Kind::Schedule);
     let name = schedule.name_any();
     let namespace = schedule.namespace().unwrap_or_default();
     let uid = schedule.uid().unwrap_or_default();
@@ -581,7 +582,7 @@ async fn publish(ctx: &Context, schedule: &Schedule, reason: &str, note: &str) {
 
 /// Retry policy of the Schedule controller.
 pub fn error_policy(schedule: Arc<Schedule>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed("Schedule", error.category());
+    ctx.metrics.failed(Kind::Schedule, error.category());
     warn!(schedule = %schedule.name_any(), %error, "reconcile failed");
     requeue_after_error(error)
 }
