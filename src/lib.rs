@@ -12,8 +12,10 @@ pub mod crd;
 pub mod cron;
 pub mod error;
 pub mod job;
+pub mod lookup;
 pub mod redact;
 pub mod report;
+pub mod serve;
 pub mod webhook;
 
 pub use error::{Error, Result};

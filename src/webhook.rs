@@ -7,7 +7,6 @@
 //! `get` per Secret it names.
 
 pub mod body;
-pub mod lookup;
 pub mod manifests;
 pub mod metrics_auth;
 pub mod mutate;
@@ -23,7 +22,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
@@ -36,8 +35,8 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::cli::{ServeArgs, ValidateArgs, WebhookArgs};
+use crate::lookup::{self, Lookups, SecretSource};
 use crate::{Error, Result};
-use lookup::{Lookups, SecretSource};
 use metrics_auth::MetricsAccess;
 use review::Endpoint;
 
@@ -184,7 +183,7 @@ pub fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(crate::serve::healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -276,27 +275,13 @@ async fn readyz(State(state): State<WebhookState>) -> Response {
 }
 
 async fn metrics(State(state): State<WebhookState>, headers: HeaderMap) -> Response {
-    use prometheus_client::encoding::text::{encode_eof, encode_registry};
     if let Err(answer) = state.metrics_access.authorize(&headers).await {
         return answer;
     }
-    let mut text = String::new();
-    let encoded = encode_registry(&mut text, &state.metrics.registry)
-        .and_then(|()| match &state.operator_metrics {
-            Some(registry) => encode_registry(&mut text, registry),
-            None => Ok(()),
-        })
-        .and_then(|()| encode_eof(&mut text));
-    match encoded {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    let webhook = &state.metrics.registry;
+    match &state.operator_metrics {
+        Some(operator) => crate::serve::openmetrics(&[webhook, operator]),
+        None => crate::serve::openmetrics(&[webhook]),
     }
 }
 
@@ -344,34 +329,6 @@ pub async fn serve_with_reload(
     })
 }
 
-/// Completes on ctrl-c or SIGTERM (what the kubelet sends).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-}
-
 /// `baas webhook`: serves the admission webhook alone.
 pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
     let state = if args.offline {
@@ -385,7 +342,7 @@ pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
         let client = kube::Client::try_default().await?;
         WebhookState::for_cluster(lookup::ReflectorLookups::start(client.clone()), client)
     };
-    serve(&args.serve, state, shutdown_signal()).await
+    serve(&args.serve, state, crate::serve::shutdown_signal()).await
 }
 
 /// `baas validate`: returns whether every object would be admitted.

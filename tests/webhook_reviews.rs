@@ -15,7 +15,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use baas::webhook::lookup::{ApiSecrets, PvcInfo, StaticLookups};
+use baas::lookup::{ApiSecrets, PvcInfo, StaticLookups};
 use baas::webhook::metrics_auth::MetricsAccess;
 use baas::webhook::{WebhookState, router};
 

@@ -10,7 +10,7 @@ use kube::{Api, Client};
 use std::collections::BTreeMap;
 use tracing::info;
 
-use super::FIELD_MANAGER;
+use super::context::FIELD_MANAGER;
 use crate::Result;
 use crate::job::{AGENT_SERVICE_ACCOUNT, LABEL_MANAGED_BY, MANAGER};
 

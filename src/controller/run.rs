@@ -7,7 +7,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -15,13 +14,12 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
-use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::{Context, FIELD_MANAGER, requeue_after_error};
-use crate::crd::{Backend, Backup, Check, Prune, Restore, RunState, RunStatus, Summary};
+use super::context::{Context, FIELD_MANAGER, now_seconds, requeue_after_error};
+pub use super::kinds::RunKind;
+use crate::crd::{Backend, Backup, Prune, Restore, RunState, RunStatus, Summary};
 use crate::job::status::{is_pod_of, job_condition, job_ended};
 use crate::job::{
     self, BackupPlan, LABEL_OPERATION, LABEL_RUN, LABEL_SCHEDULE, Operation, RunMeta,
@@ -37,55 +35,6 @@ pub const ANNOTATION_TICK: &str = "backup.appuio.ch/tick";
 const RUNNING_RECHECK: Duration = Duration::from_secs(30);
 /// How often a run waiting for its repository looks again.
 const WAITING_RECHECK: Duration = Duration::from_secs(10);
-
-/// What the reconciler needs from each run kind.
-pub trait RunKind:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-    /// The operation this kind runs.
-    const OP: Operation;
-    /// The repository.
-    fn backend(&self) -> &Backend;
-    /// The status, if any was written.
-    fn run_status(&self) -> Option<&RunStatus>;
-    /// The Pushgateway URL.
-    fn prom_url(&self) -> Option<&str>;
-    /// Drops the spec and all of the status but state and times, once the run has finished.
-    fn forget_if_finished(&mut self);
-}
-
-/// The four run kinds share their spec and status layout, so one body serves them all.
-macro_rules! impl_run_kind {
-    ($($kind:ident => $op:ident),+ $(,)?) => {$(
-        impl RunKind for $kind {
-            const OP: Operation = Operation::$op;
-            fn backend(&self) -> &Backend {
-                &self.spec.backend
-            }
-            fn run_status(&self) -> Option<&RunStatus> {
-                self.status.as_ref()
-            }
-            fn prom_url(&self) -> Option<&str> {
-                self.spec.prom_url.as_deref()
-            }
-            fn forget_if_finished(&mut self) {
-                if let Some(status) = self.status.as_mut().filter(|s| s.is_finished()) {
-                    *status = status.outline();
-                    self.spec = Default::default();
-                }
-            }
-        }
-    )+};
-}
-
-impl_run_kind!(Backup => Backup, Check => Check, Prune => Prune, Restore => Restore);
 
 /// The identity of a run object for names, labels and owner references.
 pub fn run_meta<K: RunKind>(run: &K) -> Result<RunMeta> {
@@ -916,7 +865,7 @@ fn started_from_jobs(
         .iter()
         .filter_map(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .min()
-        .unwrap_or_else(super::now_seconds);
+        .unwrap_or_else(now_seconds);
     let mut status = previous.clone();
     status.jobs = jobs.iter().map(|j| j.name_any()).collect();
     status.started_at = Some(Time(started));
@@ -966,7 +915,7 @@ pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Act
     let meta = run_meta(run.as_ref())?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &meta.namespace);
     let generation = run.meta().generation;
-    let now = super::now_seconds();
+    let now = now_seconds();
     let cached_jobs = ctx.stores.jobs_of_run(&meta.namespace, &meta.uid);
     let previous = if written.jobs.is_empty() {
         ctx.unwritten_starts

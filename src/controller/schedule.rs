@@ -13,9 +13,10 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::context::{Context, FIELD_MANAGER, now_seconds, requeue_after_error};
 use super::history::{RunEntry, delete_runs, runs_to_delete};
-use super::run::{ANNOTATION_TICK, RunKind, condition, schedule_run_labels};
-use super::{Context, FIELD_MANAGER, requeue_after_error};
+use super::kinds::RunKind;
+use super::run::{ANNOTATION_TICK, condition, schedule_run_labels};
 use crate::crd::schedule::OperationStatus;
 use crate::crd::{
     Backup, BackupSpec, Check, CheckSpec, DEFAULT_KEEP_JOBS, Prune, PruneSpec, RunState, Schedule,
@@ -528,7 +529,7 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
         reason,
         &message,
         generation,
-        super::now_seconds(),
+        now_seconds(),
     )];
     if skipped || ended_unrecorded || changed_beyond_ticks(&previous, &status) {
         let patch = serde_json::json!({

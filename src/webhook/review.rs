@@ -8,10 +8,10 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
-use super::lookup::{FetchedLookups, Lookups, RecordingLookups, SecretSource, fetch_secrets};
 use super::mutate::mutate_object;
 use super::validate::{Context, validate_object, validate_run_update};
 use crate::crd::{GROUP, KINDS};
+use crate::lookup::{FetchedLookups, Lookups, RecordingLookups, SecretSource, fetch_secrets};
 
 /// The two admission endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -11,13 +11,13 @@ use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::lookup::{Lookups, PvcLookup, SecretInfo};
 use crate::crd::common::{
     MAX_CRON_LENGTH, MAX_PATH_LENGTH, MAX_SNAPSHOT_LENGTH, MAX_TAG_LENGTH, MAX_URL_LENGTH,
 };
 use crate::crd::{
     Backend, BackupSpec, CheckSpec, PruneSpec, RestoreSpec, Retention, ScheduleSpec, SecretKeyRef,
 };
+use crate::lookup::{Lookups, PvcLookup, SecretInfo};
 pub use fields::{
     bucket_problem, dns_subdomain_problem, endpoint_problem, length_problem, secret_key_problem,
     snapshot_path_problem,

@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use super::Context;
 use crate::Result;
+use crate::controller::context::Context;
 use crate::job::status::{is_pod_of, job_ended};
 
 /// Whether `job` is old enough, unfinished and without a single pod.

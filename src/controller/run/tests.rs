@@ -1256,7 +1256,7 @@ mod mocked {
         succeeded
             .labels_mut()
             .insert(job::LABEL_REPOSITORY.into(), repository());
-        crate::controller::strip_run(&mut succeeded);
+        crate::controller::stores::strip_run(&mut succeeded);
         let action = reconcile(Arc::new(succeeded), ctx.clone())
             .await
             .expect("reconcile of the first");

@@ -1,5 +1,5 @@
 use super::*;
-use crate::webhook::lookup::{PvcInfo, StaticLookups};
+use crate::lookup::{PvcInfo, StaticLookups};
 use serde_json::json;
 
 fn seed_schedule() -> Value {

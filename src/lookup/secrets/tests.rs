@@ -1,5 +1,5 @@
 use super::*;
-use crate::webhook::lookup::ReflectorLookups;
+use crate::lookup::ReflectorLookups;
 use http::{Method, Request, Response};
 use serde_json::{Value, json};
 
