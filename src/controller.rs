@@ -9,6 +9,8 @@
 //! controllers and the watches that wake them), and [`process`] (`baas operator`).
 
 pub mod context;
+#[cfg(test)]
+pub mod fixtures;
 pub mod history;
 pub mod kinds;
 pub mod leader;
