@@ -1,5 +1,8 @@
 use super::*;
 use crate::controller::{Settings, Stores};
+use crate::crd::RunState;
+use crate::crd::schedule::OperationStatus;
+use crate::cron::CronSchedule;
 use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
