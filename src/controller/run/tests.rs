@@ -4,78 +4,24 @@ use serde_json::json;
 mod mocked {
     use super::start::{WAITING_RECHECK, ensure_rbac};
     use super::*;
-    use crate::controller::fixtures::{pod_terminated, report, running};
-    use crate::controller::{Metrics, Settings, Stores};
+    use crate::controller::fixtures::{
+        Handle, backup, filled, list, mock_context, next, pod_terminated, report, respond,
+        respond_error, running,
+    };
+    use crate::controller::stores::{JobState, Stores};
     use crate::crd::Backup;
-    use http::{Request, Response};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use kube::client::Body;
     use serde_json::Value;
 
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
     fn context() -> (Arc<Context>, Handle) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
-        let ctx = Context::new(
-            client,
-            Settings::default(),
-            Metrics::default(),
-            Stores::empty(),
-        );
-        (Arc::new(ctx), handle)
-    }
-
-    fn backup(status: Option<Value>) -> Backup {
-        serde_json::from_value(json!({
-            "apiVersion": "backup.appuio.ch/v1alpha1",
-            "kind": "Backup",
-            "metadata": {"name": "nightly-backup-202601010100", "namespace": "team", "uid": "bk-uid", "generation": 1,
-                         "labels": {"backup.appuio.ch/schedule": "nightly"}},
-            "spec": {"backend": {
-                "repoPasswordSecretRef": {"name": "backup-repo", "key": "password"},
-                "s3": {"endpoint": "http://minio:9000", "bucket": "baas",
-                       "accessKeyIDSecretRef": {"name": "c", "key": "username"},
-                       "secretAccessKeySecretRef": {"name": "c", "key": "password"}}}},
-            "status": status,
-        }))
-        .expect("test backup")
-    }
-
-    async fn next(
-        handle: &mut Handle,
-    ) -> (
-        http::Method,
-        String,
-        Value,
-        tower_test::mock::SendResponse<Response<Body>>,
-    ) {
-        let (request, send) = handle.next_request().await.expect("a request");
-        let method = request.method().clone();
-        let uri = request.uri().to_string();
-        let bytes = request.into_body().collect_bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("json body")
-        };
-        (method, uri, body, send)
-    }
-
-    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, body: &Value) {
-        send.send_response(
-            Response::builder()
-                .status(200)
-                .body(Body::from(serde_json::to_vec(body).expect("json")))
-                .expect("response"),
-        );
+        mock_context(Stores::empty())
     }
 
     /// Answers a status patch with the run carrying that status, as the API server does.
-    fn respond_with_status(send: tower_test::mock::SendResponse<Response<Body>>, patch: &Value) {
+    fn respond_with_status(send: crate::controller::fixtures::Reply, patch: &Value) {
         let mut answer = serde_json::to_value(backup(None)).expect("json");
         answer["status"] = patch["status"].clone();
-        respond(send, &answer);
+        respond(send, 200, &answer);
     }
 
     /// Takes the next request as the creation of an Event of `type_` and `reason`.
@@ -88,7 +34,7 @@ mod mocked {
         );
         assert_eq!(event["type"], type_);
         assert_eq!(event["reason"], reason);
-        respond(send, &event);
+        respond(send, 200, &event);
     }
 
     /// Takes the API server's look for conflicting Jobs on the repository; answers `jobs`.
@@ -100,7 +46,7 @@ mod mocked {
             uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dbaas%2Cbackup.appuio.ch%2Frepository%3D"),
             "{uri}"
         );
-        respond(send, &list("Job", jobs));
+        respond(send, 200, &list("Job", jobs));
     }
 
     /// Takes the status write of a run that failed and its Warning Event; the written status.
@@ -111,10 +57,6 @@ mod mocked {
         respond_with_status(send, &patch);
         expect_event(handle, "Warning", "Failed").await;
         patch["status"].clone()
-    }
-
-    fn list(kind: &str, items: Value) -> Value {
-        json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
     }
 
     #[tokio::test]
@@ -132,6 +74,7 @@ mod mocked {
             );
             respond(
                 send,
+                200,
                 &list(
                     "PersistentVolumeClaim",
                     json!([{
@@ -140,7 +83,7 @@ mod mocked {
             );
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
-            respond(send, &list("Pod", json!([])));
+            respond(send, 200, &list("Pod", json!([])));
             expect_agent_rbac_applied(&mut handle).await;
             let (method, uri, job, send) = next(&mut handle).await;
             assert_eq!(
@@ -156,7 +99,7 @@ mod mocked {
                 job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
                 "/data/data"
             );
-            respond(send, &job);
+            respond(send, 200, &job);
             expect_event(&mut handle, "Normal", "Started").await;
             let (method, uri, patch, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::PATCH);
@@ -192,6 +135,7 @@ mod mocked {
             );
             respond(
                 send,
+                200,
                 &json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [{
                 "metadata": {"name": "nightly-backup-202601010100-backup", "namespace": "team",
                              "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup", "name": "x", "uid": "bk-uid", "controller": true}]},
@@ -201,6 +145,7 @@ mod mocked {
             assert!(uri.starts_with("/api/v1/namespaces/team/pods?"), "{uri}");
             respond(
                 send,
+                200,
                 &list(
                     "Pod",
                     json!([serde_json::to_value(pod_terminated(
@@ -229,25 +174,11 @@ mod mocked {
 
     /// Stores whose caches are filled, holding `jobs`.
     fn filled_stores(jobs: Vec<Job>) -> Stores {
-        let (store, mut writer) = kube::runtime::reflector::store();
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
-        for job in jobs {
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(job.into()));
-        }
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
-        // The writer goes out of scope; the store keeps what it holds.
         Stores {
-            jobs: store,
+            jobs: filled(jobs.into_iter().map(JobState::from).collect()),
             ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             ..Stores::empty()
         }
-    }
-
-    fn context_with(stores: Stores) -> (Arc<Context>, Handle) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
-        let ctx = Context::new(client, Settings::default(), Metrics::default(), stores);
-        (Arc::new(ctx), handle)
     }
 
     fn cached_job(name: &str, created: jiff::Timestamp, active: i32) -> Job {
@@ -262,7 +193,7 @@ mod mocked {
     #[tokio::test]
     async fn new_backup_with_filled_caches_defers_the_status_and_still_fails_when_its_job_vanishes()
     {
-        let (ctx, mut handle) = context_with(filled_stores(Vec::new()));
+        let (ctx, mut handle) = mock_context(filled_stores(Vec::new()));
         let server = tokio::spawn(async move {
             expect_repository_jobs(&mut handle, json!([])).await;
             let (_, uri, _, send) = next(&mut handle).await;
@@ -272,6 +203,7 @@ mod mocked {
             );
             respond(
                 send,
+                200,
                 &list(
                     "PersistentVolumeClaim",
                     json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
@@ -279,14 +211,14 @@ mod mocked {
             );
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
-            respond(send, &list("Pod", json!([])));
+            respond(send, 200, &list("Pod", json!([])));
             expect_agent_rbac_applied(&mut handle).await;
             let (method, uri, job, send) = next(&mut handle).await;
             assert_eq!(
                 (method, uri.split('?').next().unwrap_or_default()),
                 (http::Method::POST, "/apis/batch/v1/namespaces/team/jobs")
             );
-            respond(send, &job);
+            respond(send, 200, &job);
             expect_event(&mut handle, "Normal", "Started").await;
             // The next request comes from the second reconcile: no Running status came
             // between, and the Job that vanished from the cache fails the run.
@@ -301,7 +233,7 @@ mod mocked {
             let (method, _, event, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::POST);
             assert_eq!(event["type"], "Warning");
-            respond(send, &event);
+            respond(send, 200, &event);
         });
         let action = reconcile(Arc::new(backup(None)), ctx.clone())
             .await
@@ -323,7 +255,7 @@ mod mocked {
             created,
             1,
         )]);
-        let (ctx, mut handle) = context_with(stores);
+        let (ctx, mut handle) = mock_context(stores);
         let server = tokio::spawn(async move {
             assert!(
                 handle.next_request().await.is_none(),
@@ -348,7 +280,7 @@ mod mocked {
             created,
             1,
         )]);
-        let (ctx, mut handle) = context_with(stores);
+        let (ctx, mut handle) = mock_context(stores);
         let server = tokio::spawn(async move {
             let (method, uri, patch, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::PATCH);
@@ -379,7 +311,7 @@ mod mocked {
             created,
             0,
         )]);
-        let (ctx, mut handle) = context_with(stores);
+        let (ctx, mut handle) = mock_context(stores);
         let server = tokio::spawn(async move {
             assert!(
                 handle.next_request().await.is_none(),
@@ -397,7 +329,7 @@ mod mocked {
     async fn job_deleted_while_running_fails_the_run_with_a_warning_from_the_cache() {
         let previous =
             serde_json::to_value(running(&["nightly-backup-202601010100-backup"])).expect("json");
-        let (ctx, mut handle) = context_with(filled_stores(Vec::new()));
+        let (ctx, mut handle) = mock_context(filled_stores(Vec::new()));
         let server = tokio::spawn(async move {
             let (method, _, patch, send) = next(&mut handle).await;
             assert_eq!(
@@ -423,33 +355,17 @@ mod mocked {
         server.await.expect("mock server");
     }
 
-    /// Answers with a Kubernetes `Status` error of `code`.
-    fn respond_error(
-        send: tower_test::mock::SendResponse<Response<Body>>,
-        code: u16,
-        reason: &str,
-        message: &str,
-    ) {
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "reason": reason, "code": code, "message": message});
-        send.send_response(
-            Response::builder()
-                .status(code)
-                .body(Body::from(serde_json::to_vec(&status).expect("json")))
-                .expect("response"),
-        );
-    }
-
     /// Answers the planning of a backup of one ReadWriteMany claim and the agent's RBAC,
     /// up to the Job's creation, which it returns unanswered.
     async fn plan_until_job_create(
         handle: &mut Handle,
-    ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+    ) -> (Value, crate::controller::fixtures::Reply) {
         expect_repository_jobs(handle, json!([])).await;
         let (_, uri, _, send) = next(handle).await;
         assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
         respond(
             send,
+            200,
             &list(
                 "PersistentVolumeClaim",
                 json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
@@ -457,7 +373,7 @@ mod mocked {
         );
         let (_, uri, _, send) = next(handle).await;
         assert!(uri.contains("/pods"), "{uri}");
-        respond(send, &list("Pod", json!([])));
+        respond(send, 200, &list("Pod", json!([])));
         expect_agent_rbac_applied(handle).await;
         let (method, uri, job, send) = next(handle).await;
         assert_eq!(method, http::Method::POST, "{uri}");
@@ -476,6 +392,7 @@ mod mocked {
             );
             respond(
                 send,
+                200,
                 &list(
                     "Job",
                     json!([{"metadata": {"name": "weekly-check-202601010000-check", "namespace": "other",
@@ -521,14 +438,8 @@ mod mocked {
 
     /// Filled stores holding `backups` and no Jobs.
     fn stores_with_backups(backups: Vec<Backup>) -> Stores {
-        let (store, mut writer) = kube::runtime::reflector::store();
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
-        for backup in backups {
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(backup));
-        }
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
         Stores {
-            backups: store,
+            backups: filled(backups),
             ..filled_stores(Vec::new())
         }
     }
@@ -542,13 +453,13 @@ mod mocked {
             uri.ends_with(&selector) || uri.contains(&format!("{selector}&")),
             "{uri}"
         );
-        respond(send, &list("Job", jobs));
+        respond(send, 200, &list("Job", jobs));
     }
 
     #[tokio::test]
     async fn second_backup_on_an_unproven_repository_waits_for_the_first_then_starts() {
         let first = earlier_backup("shop", "hourly-backup-202601010100");
-        let (ctx, mut handle) = context_with(stores_with_backups(vec![first.clone()]));
+        let (ctx, mut handle) = mock_context(stores_with_backups(vec![first.clone()]));
         let server = tokio::spawn(async move {
             let (method, _, patch, send) = next(&mut handle).await;
             assert_eq!(
@@ -570,6 +481,7 @@ mod mocked {
             assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
             respond(
                 send,
+                200,
                 &list(
                     "PersistentVolumeClaim",
                     json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
@@ -577,11 +489,11 @@ mod mocked {
             );
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(uri.contains("/pods"), "{uri}");
-            respond(send, &list("Pod", json!([])));
+            respond(send, 200, &list("Pod", json!([])));
             expect_agent_rbac_applied(&mut handle).await;
             let (method, uri, job, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::POST, "{uri}");
-            respond(send, &job);
+            respond(send, 200, &job);
             expect_event(&mut handle, "Normal", "Started").await;
         });
         let action = reconcile(Arc::new(backup_created_ago(0)), ctx.clone())
@@ -617,7 +529,7 @@ mod mocked {
     #[tokio::test]
     async fn backups_on_a_proven_repository_do_not_wait_for_each_other() {
         let first = earlier_backup("shop", "hourly-backup-202601010100");
-        let (ctx, mut handle) = context_with(stores_with_backups(vec![first]));
+        let (ctx, mut handle) = mock_context(stores_with_backups(vec![first]));
         ctx.proven_repositories.insert(repository());
         let server = tokio::spawn(async move {
             expect_repository_jobs_of(&mut handle, "check%2Cprune", json!([])).await;
@@ -670,7 +582,7 @@ mod mocked {
         let server = tokio::spawn(async move {
             let (_, send) = plan_until_job_create(&mut handle).await;
             let job = json!({"metadata": {"name": "nightly-backup-202601010100-backup"}});
-            respond(send, &job);
+            respond(send, 200, &job);
             expect_event(&mut handle, "Normal", "Started").await;
             // Without a Job cache, the Running status is written at once.
             let (method, _, patch, send) = next(&mut handle).await;
@@ -744,6 +656,7 @@ mod mocked {
             );
             respond(
                 send,
+                200,
                 &json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
                     "name": "nightly-backup-202601010100-backup", "namespace": "team",
                     "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
@@ -825,18 +738,19 @@ mod mocked {
         let name = "nightly-backup-202601010100-backup";
         let created = crate::controller::now_seconds() - jiff::SignedDuration::from_mins(4);
         let previous = serde_json::to_value(running(&[name])).expect("json");
-        let (ctx, mut handle) = context_with(filled_stores(vec![cached_job(name, created, 0)]));
+        let (ctx, mut handle) = mock_context(filled_stores(vec![cached_job(name, created, 0)]));
         let refusal = "Error creating: pods \"nightly-backup-202601010100-backup-x7k2p\" is forbidden: \
                        violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false";
         let server = tokio::spawn(async move {
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(uri.starts_with("/api/v1/namespaces/team/pods?"), "{uri}");
-            respond(send, &list("Pod", json!([])));
+            respond(send, 200, &list("Pod", json!([])));
             let (_, uri, _, send) = next(&mut handle).await;
             assert!(uri.starts_with("/api/v1/namespaces/team/events?"), "{uri}");
             assert!(uri.contains("reason%3DFailedCreate"), "{uri}");
             respond(
                 send,
+                200,
                 &list(
                     "Event",
                     json!([{"metadata": {"name": "e1", "namespace": "team"},
@@ -854,6 +768,7 @@ mod mocked {
             assert!(uri.contains(name), "{uri}");
             respond(
                 send,
+                200,
                 &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
             );
         });
@@ -869,7 +784,7 @@ mod mocked {
         let name = "nightly-backup-202601010100-backup";
         let created = crate::controller::now_seconds() - jiff::SignedDuration::from_mins(1);
         let previous = serde_json::to_value(running(&[name])).expect("json");
-        let (ctx, mut handle) = context_with(filled_stores(vec![cached_job(name, created, 0)]));
+        let (ctx, mut handle) = mock_context(filled_stores(vec![cached_job(name, created, 0)]));
         let server = tokio::spawn(async move {
             assert!(
                 handle.next_request().await.is_none(),
@@ -883,18 +798,6 @@ mod mocked {
         server.await.expect("mock server");
     }
 
-    /// Answers with a Kubernetes `Status` error, as the API server does for a missing object.
-    fn respond_not_found(send: tower_test::mock::SendResponse<Response<Body>>) {
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "reason": "NotFound", "code": 404, "message": "not found"});
-        send.send_response(
-            Response::builder()
-                .status(404)
-                .body(Body::from(serde_json::to_vec(&status).expect("json")))
-                .expect("response"),
-        );
-    }
-
     async fn expect_agent_rbac_applied(handle: &mut Handle) {
         for expected in ["serviceaccounts/baas-agent", "rolebindings/baas-agent"] {
             let (method, uri, body, send) = next(handle).await;
@@ -903,7 +806,7 @@ mod mocked {
                 uri.contains(expected) && uri.contains("fieldManager=baas"),
                 "{uri}"
             );
-            respond(send, &body);
+            respond(send, 200, &body);
         }
     }
 
@@ -926,7 +829,7 @@ mod mocked {
                 uri.starts_with("/api/v1/namespaces/team/serviceaccounts/baas-agent"),
                 "{uri}"
             );
-            respond_not_found(send);
+            respond_error(send, 404, "NotFound", "not found");
             expect_agent_rbac_applied(&mut handle).await;
         });
         ensure_rbac(&ctx, "team").await.expect("agent RBAC applied");
@@ -943,6 +846,7 @@ mod mocked {
             assert_eq!(method, http::Method::GET, "{uri}");
             respond(
                 send,
+                200,
                 &json!({"apiVersion": "v1", "kind": "ServiceAccount",
                     "metadata": {"name": "baas-agent", "namespace": "team"}}),
             );

@@ -1,15 +1,12 @@
 use super::*;
-use crate::controller::{Settings, Stores};
+use crate::controller::Stores;
+use crate::controller::fixtures::{Handle, at, backend, filled, mock_context, respond, schedule};
 use crate::crd::RunState;
 use crate::crd::schedule::OperationStatus;
 use crate::cron::CronSchedule;
-use http::{Request, Response};
+use http::Request;
 use kube::client::Body;
 use serde_json::{Value, json};
-
-fn at(text: &str) -> jiff::Timestamp {
-    text.parse().expect("test timestamp")
-}
 
 fn cron(expression: &str) -> CronSchedule {
     crate::cron::parse(expression).expect("test cron")
@@ -193,26 +190,6 @@ fn last_outcome_takes_newest_finished_and_newest_success() {
     assert_eq!(success.map(|t| t.0.as_second()), Some(90));
 }
 
-fn schedule(spec: Value) -> Schedule {
-    serde_json::from_value(json!({
-        "apiVersion": "backup.appuio.ch/v1alpha1",
-        "kind": "Schedule",
-        "metadata": {"name": "nightly", "namespace": "team", "uid": "sched-uid", "generation": 1,
-                     "creationTimestamp": "2020-01-01T00:00:00Z"},
-        "spec": spec,
-    }))
-    .expect("test schedule")
-}
-
-fn backend() -> Value {
-    json!({
-        "repoPasswordSecretRef": {"name": "backup-repo", "key": "password"},
-        "s3": {"endpoint": "http://minio:9000", "bucket": "baas",
-               "accessKeyIDSecretRef": {"name": "c", "key": "username"},
-               "secretAccessKeySecretRef": {"name": "c", "key": "password"}},
-    })
-}
-
 /// What the API server answers to a status patch: the whole object with the new status.
 fn with_status(patch: &Value) -> Value {
     let mut object = serde_json::to_value(schedule(json!({"backend": backend()}))).expect("json");
@@ -225,20 +202,7 @@ async fn body_json(request: Request<Body>) -> Value {
     serde_json::from_slice(&bytes).expect("json body")
 }
 
-fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body: &Value) {
-    send.send_response(
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(body).expect("json")))
-            .expect("response"),
-    );
-}
-
-async fn expect_run_list(
-    handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>,
-    plural: &str,
-    items: Value,
-) {
+async fn expect_run_list(handle: &mut Handle, plural: &str, items: Value) {
     let (request, send) = handle.next_request().await.expect("list request");
     assert_eq!(request.method(), http::Method::GET);
     assert_eq!(
@@ -261,24 +225,9 @@ async fn expect_run_list(
     );
 }
 
-fn test_context() -> (
-    Arc<Context>,
-    tower_test::mock::Handle<Request<Body>, Response<Body>>,
-) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
-    let ctx = Context::new(
-        client,
-        Settings::default(),
-        crate::controller::Metrics::default(),
-        Stores::empty(),
-    );
-    (Arc::new(ctx), handle)
-}
-
 #[tokio::test]
 async fn schedule_at_tick_creates_exactly_one_owned_backup_then_writes_status() {
-    let (ctx, mut handle) = test_context();
+    let (ctx, mut handle) = mock_context(Stores::empty());
     let sched = schedule(
         json!({"backend": backend(), "backup": {"schedule": "* * * * *", "promURL": "http://push:9091"}}),
     );
@@ -354,7 +303,7 @@ async fn schedule_at_tick_creates_exactly_one_owned_backup_then_writes_status() 
 
 #[tokio::test]
 async fn existing_run_for_the_tick_is_not_an_error() {
-    let (ctx, mut handle) = test_context();
+    let (ctx, mut handle) = mock_context(Stores::empty());
     let sched = schedule(json!({"backend": backend(), "check": {"schedule": "* * * * *"}}));
     let server = tokio::spawn(async move {
         expect_run_list(&mut handle, "checks", json!([])).await;
@@ -380,7 +329,7 @@ async fn existing_run_for_the_tick_is_not_an_error() {
 
 #[tokio::test]
 async fn invalid_cron_sets_ready_false_and_creates_nothing() {
-    let (ctx, mut handle) = test_context();
+    let (ctx, mut handle) = mock_context(Stores::empty());
     let sched = schedule(json!({"backend": backend(), "backup": {"schedule": "0 1 * *"}}));
     let server = tokio::spawn(async move {
         let (request, send) = handle.next_request().await.expect("status request");
@@ -422,7 +371,7 @@ async fn invalid_cron_sets_ready_false_and_creates_nothing() {
     // The same problem again: no second Event, and no write either.
     let mut again = sched;
     again.status = serde_json::from_value(written["status"].clone()).expect("status");
-    let (ctx, mut handle) = test_context();
+    let (ctx, mut handle) = mock_context(Stores::empty());
     let server = tokio::spawn(async move {
         let more =
             tokio::time::timeout(std::time::Duration::from_millis(200), handle.next_request())
@@ -441,7 +390,7 @@ async fn invalid_cron_sets_ready_false_and_creates_nothing() {
 
 #[tokio::test]
 async fn suspended_schedule_creates_no_run() {
-    let (ctx, mut handle) = test_context();
+    let (ctx, mut handle) = mock_context(Stores::empty());
     let sched = schedule(
         json!({"backend": backend(), "suspend": true, "backup": {"schedule": "* * * * *"}}),
     );
@@ -462,7 +411,7 @@ async fn suspended_schedule_creates_no_run() {
 
 #[tokio::test]
 async fn tick_while_previous_backup_runs_is_skipped_with_an_event() {
-    let (ctx, mut handle) = test_context();
+    let (ctx, mut handle) = mock_context(Stores::empty());
     let sched = schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *"}}));
     let server = tokio::spawn(async move {
         let running = json!({
@@ -530,22 +479,12 @@ async fn tick_with_filled_caches_creates_the_run_without_a_status_write() {
         "status": {"state": "Succeeded", "finishedAt": finished.to_string()},
     }))
     .expect("test backup");
-    let (backups, mut writer) = kube::runtime::reflector::store();
-    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
-    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(previous_run));
-    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
     let stores = Stores {
-        backups,
+        backups: filled(vec![previous_run]),
         ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         ..Stores::empty()
     };
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context::new(
-        kube::Client::new(service, "default"),
-        Settings::default(),
-        crate::controller::Metrics::default(),
-        stores,
-    );
+    let (ctx, mut handle) = mock_context(stores);
     // The status written when the previous run ended.
     let mut sched = schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *"}}));
     sched.status = serde_json::from_value(json!({
@@ -572,8 +511,6 @@ async fn tick_with_filled_caches_creates_the_run_without_a_status_write() {
             "the tick alone writes no Schedule status"
         );
     });
-    reconcile(Arc::new(sched), Arc::new(ctx))
-        .await
-        .expect("reconcile");
+    reconcile(Arc::new(sched), ctx).await.expect("reconcile");
     server.await.expect("mock server");
 }
