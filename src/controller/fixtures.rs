@@ -143,10 +143,15 @@ pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 /// Where the answer to one request goes.
 pub type Reply = tower_test::mock::SendResponse<Response<Body>>;
 
+/// A client of a mocked API server.
+pub fn mock_client() -> (kube::Client, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), handle)
+}
+
 /// A context around a mocked API server, with `stores`.
 pub fn mock_context(stores: Stores) -> (Arc<Context>, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+    let (client, handle) = mock_client();
     let ctx = Context::new(client, Settings::default(), Metrics::default(), stores);
     (Arc::new(ctx), handle)
 }

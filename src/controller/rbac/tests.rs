@@ -1,6 +1,6 @@
 use super::*;
-use http::{Method, Request, Response};
-use kube::client::Body;
+use crate::controller::fixtures::{Handle, mock_client, next, respond};
+use http::Method;
 use serde_json::{Value, json};
 
 #[test]
@@ -60,36 +60,6 @@ fn agent_binding_grants_the_shipped_cluster_role_to_the_agent_account() {
     );
 }
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-type Send = tower_test::mock::SendResponse<Response<Body>>;
-
-fn client() -> (Client, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), handle)
-}
-
-async fn next(handle: &mut Handle) -> (Method, String, Value, Send) {
-    let (request, send) = handle.next_request().await.expect("a request");
-    let method = request.method().clone();
-    let uri = request.uri().to_string();
-    let bytes = request.into_body().collect_bytes().await.expect("body");
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("json body")
-    };
-    (method, uri, body, send)
-}
-
-fn respond(send: Send, code: u16, body: &Value) {
-    send.send_response(
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(body).expect("json")))
-            .expect("response"),
-    );
-}
-
 fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
         "reason": reason, "code": code, "message": message})
@@ -116,7 +86,7 @@ where
     F: FnOnce(Handle) -> Fut,
     Fut: std::future::Future<Output = Vec<(Method, String, Value)>> + std::marker::Send + 'static,
 {
-    let (client, handle) = client();
+    let (client, handle) = mock_client();
     let server = tokio::spawn(server(handle));
     let result = apply_agent_rbac(&client, "team").await;
     drop(client);
