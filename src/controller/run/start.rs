@@ -181,7 +181,7 @@ async fn plan_backup(ctx: &Context, namespace: &str) -> Result<BackupPlan> {
 
 /// The Jobs of a run that has none yet, and the problems of planning (a backup's claims it
 /// cannot mount).
-async fn build_jobs<K: RunKind>(
+pub(super) async fn build_jobs<K: RunKind>(
     ctx: &Context,
     run: &K,
     meta: &RunMeta,

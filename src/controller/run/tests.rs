@@ -861,4 +861,77 @@ mod mocked {
         ensure_rbac(&ctx, "team").await.expect("nothing to do");
         server.await.expect("mock server");
     }
+
+    /// A run of `kind` in `team` on the fixtures' repository, with `spec` beside its backend.
+    fn run_of<K: RunKind>(kind: &str, mut spec: Value) -> K {
+        spec["backend"] = crate::controller::fixtures::backend();
+        serde_json::from_value(json!({
+            "apiVersion": "backup.appuio.ch/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": "manual", "namespace": "team", "uid": "run-uid"},
+            "spec": spec,
+        }))
+        .expect("test run")
+    }
+
+    /// Each Job `run` asks for, when nothing needs the API server: its operation label and
+    /// the agent's environment, `NAME=value` (Secret refs as `NAME`).
+    async fn built_jobs<K: RunKind>(run: &K) -> Vec<(String, Vec<String>)> {
+        let (ctx, _handle) = context();
+        let meta = run_meta(run).expect("meta");
+        let (jobs, problems) = super::start::build_jobs(&ctx, run, &meta)
+            .await
+            .expect("jobs");
+        assert!(problems.is_empty());
+        jobs.iter()
+            .map(|j| {
+                let op = j.labels().get(LABEL_OPERATION).cloned().unwrap_or_default();
+                let pod = j.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+                let env = pod
+                    .into_iter()
+                    .flat_map(|p| p.containers.iter())
+                    .flat_map(|c| c.env.iter().flatten())
+                    .map(|e| match &e.value {
+                        Some(value) => format!("{}={value}", e.name),
+                        None => e.name.clone(),
+                    })
+                    .collect();
+                (op, env)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn check_prune_and_restore_runs_each_get_the_job_of_their_own_operation() {
+        let has = |env: &[String], prefix: &str| env.iter().any(|e| e.starts_with(prefix));
+        let check: crate::crd::Check = run_of("Check", json!({}));
+        let jobs = built_jobs(&check).await;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].0, "check");
+        assert!(!has(&jobs[0].1, "BAAS_RETENTION") && !has(&jobs[0].1, "BAAS_RESTORE"));
+        let prune: crate::crd::Prune = run_of("Prune", json!({"retention": {"keepLast": 3}}));
+        let jobs = built_jobs(&prune).await;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].0, "prune");
+        assert!(
+            jobs[0]
+                .1
+                .iter()
+                .any(|e| e.starts_with("BAAS_RETENTION=") && e.contains('3'))
+        );
+        let restore: crate::crd::Restore = run_of(
+            "Restore",
+            json!({"restoreMethod": {"s3": {"endpoint": "http://minio:9000", "bucket": "restored",
+                   "accessKeyIDSecretRef": {"name": "c", "key": "username"},
+                   "secretAccessKeySecretRef": {"name": "c", "key": "password"}}}}),
+        );
+        let jobs = built_jobs(&restore).await;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].0, "restore");
+        assert!(
+            has(&jobs[0].1, "BAAS_RESTORE_S3_BUCKET=restored"),
+            "{:?}",
+            jobs[0].1
+        );
+    }
 }
