@@ -17,10 +17,7 @@ use super::history::{RunEntry, delete_runs, runs_to_delete};
 use super::run::{ANNOTATION_TICK, RunKind, condition, schedule_run_labels};
 use super::{Context, FIELD_MANAGER, requeue_after_error};
 use crate::crd::schedule::OperationStatus;
-use crate::crd::{
-    Backup, BackupSpec, Check, CheckSpec, DEFAULT_KEEP_JOBS, Prune, PruneSpec, RunState, Schedule,
-    ScheduleStatus,
-};
+use crate::crd::{Backup, Check, DEFAULT_KEEP_JOBS, Prune, RunState, Schedule, ScheduleStatus};
 use crate::cron::CronSchedule;
 use crate::job::{Operation, run_name};
 use crate::{Error, Result};
@@ -260,26 +257,35 @@ pub fn last_outcome(
     (last_state, last_success)
 }
 
-fn new_run_meta(
-    schedule: &Schedule,
-    op: Operation,
-    name: &str,
-    tick: jiff::Timestamp,
-) -> Result<ObjectMeta> {
+/// The metadata every run a Schedule starts carries, scheduled or started by hand: the
+/// namespace, the controller owner reference to the Schedule (history, and "never two backups
+/// at once", count the run) and the Schedule's run labels (which repository it works on).
+pub fn schedule_run_meta(schedule: &Schedule, op: Operation) -> Result<ObjectMeta> {
     let owner = schedule
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec("Schedule has no uid yet".into()))?;
     Ok(ObjectMeta {
-        name: Some(name.to_string()),
         namespace: schedule.namespace(),
         labels: Some(schedule_run_labels(
             &schedule.name_any(),
             op,
             &schedule.spec.backend,
         )),
-        annotations: Some([(ANNOTATION_TICK.to_string(), tick.to_string())].into()),
         owner_references: Some(vec![owner]),
         ..ObjectMeta::default()
+    })
+}
+
+fn new_run_meta(
+    schedule: &Schedule,
+    op: Operation,
+    name: &str,
+    tick: jiff::Timestamp,
+) -> Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        name: Some(name.to_string()),
+        annotations: Some([(ANNOTATION_TICK.to_string(), tick.to_string())].into()),
+        ..schedule_run_meta(schedule, op)?
     })
 }
 
@@ -296,17 +302,15 @@ async fn create_run(
     let metadata = new_run_meta(schedule, op, name, tick)?;
     let spec = &schedule.spec;
     let params = PostParams::default();
+    let client = ctx.client.clone();
     let result = match op {
         Operation::Backup => {
             let run = Backup {
                 metadata,
-                spec: BackupSpec {
-                    backend: spec.backend.clone(),
-                    prom_url: spec.backup.as_ref().and_then(|b| b.prom_url.clone()),
-                },
+                spec: spec.backup_spec(),
                 status: None,
             };
-            Api::<Backup>::namespaced(ctx.client.clone(), &namespace)
+            Api::<Backup>::namespaced(client, &namespace)
                 .create(&params, &run)
                 .await
                 .map(|_| ())
@@ -314,33 +318,21 @@ async fn create_run(
         Operation::Check => {
             let run = Check {
                 metadata,
-                spec: CheckSpec {
-                    backend: spec.backend.clone(),
-                    prom_url: spec.check.as_ref().and_then(|c| c.prom_url.clone()),
-                },
+                spec: spec.check_spec(),
                 status: None,
             };
-            Api::<Check>::namespaced(ctx.client.clone(), &namespace)
+            Api::<Check>::namespaced(client, &namespace)
                 .create(&params, &run)
                 .await
                 .map(|_| ())
         }
         Operation::Prune | Operation::Restore => {
-            let prune = spec.prune.as_ref();
-            let retention = prune
-                .and_then(|p| p.retention.clone())
-                .filter(|r| *r != crate::crd::Retention::default())
-                .unwrap_or_else(crate::crd::default_retention);
             let run = Prune {
                 metadata,
-                spec: PruneSpec {
-                    backend: spec.backend.clone(),
-                    prom_url: prune.and_then(|p| p.prom_url.clone()),
-                    retention: Some(retention),
-                },
+                spec: spec.prune_spec(),
                 status: None,
             };
-            Api::<Prune>::namespaced(ctx.client.clone(), &namespace)
+            Api::<Prune>::namespaced(client, &namespace)
                 .create(&params, &run)
                 .await
                 .map(|_| ())
