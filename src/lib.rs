@@ -12,6 +12,7 @@ pub mod crd;
 pub mod cron;
 pub mod error;
 pub mod job;
+pub mod plugin;
 pub mod redact;
 pub mod report;
 pub mod webhook;
