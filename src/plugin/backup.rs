@@ -63,12 +63,14 @@ pub fn build_run(schedule: &Schedule, op: Operation) -> PluginResult<OneOff> {
     })
 }
 
-/// Creates `run` and, unless `--no-wait`, follows it to its end.
+/// Creates `run` and, unless `--no-wait`, follows it to its end; `target` is where a
+/// restore goes, in the user's words.
 pub async fn start_and_follow<K: RunKind>(
     conn: &Connection,
     global: &GlobalArgs,
     wait: &super::args::WaitArgs,
     run: K,
+    target: Option<&str>,
 ) -> PluginResult<Report> {
     let api: Api<K> = Api::namespaced(conn.client.clone(), &conn.namespace);
     let created = api.create(&PostParams::default(), &run).await?;
@@ -88,6 +90,7 @@ pub async fn start_and_follow<K: RunKind>(
             kind,
             &name,
             done.run_status().unwrap_or(&Default::default()),
+            target,
         ),
     };
     Ok(Report { stdout, ok })
@@ -103,9 +106,9 @@ pub async fn run(
     let schedules: Api<Schedule> = Api::namespaced(conn.client.clone(), &conn.namespace);
     let schedule = schedules.get(&args.schedule).await?;
     match build_run(&schedule, op)? {
-        OneOff::Backup(run) => start_and_follow(conn, global, &args.wait, run).await,
-        OneOff::Check(run) => start_and_follow(conn, global, &args.wait, run).await,
-        OneOff::Prune(run) => start_and_follow(conn, global, &args.wait, run).await,
+        OneOff::Backup(run) => start_and_follow(conn, global, &args.wait, run, None).await,
+        OneOff::Check(run) => start_and_follow(conn, global, &args.wait, run, None).await,
+        OneOff::Prune(run) => start_and_follow(conn, global, &args.wait, run, None).await,
     }
 }
 

@@ -58,8 +58,9 @@ pub fn progress(kind: &str, name: &str, status: &RunStatus) -> String {
 }
 
 /// The outcome line of a finished run, e.g. `Backup nightly-x Succeeded: snapshot 1a2b3c4d,
-/// 12 files, 3.4 MiB read, 1.2 MiB added, in 4s`.
-pub fn outcome(kind: &str, name: &str, status: &RunStatus) -> String {
+/// 12 files, 3.4 MiB read, 1.2 MiB added, in 4s`. `target` names where a restore went when
+/// the user knows it better than `restoredTo` says it (a PVC, not its mount in the Job).
+pub fn outcome(kind: &str, name: &str, status: &RunStatus, target: Option<&str>) -> String {
     let state = status
         .state
         .map_or_else(|| "Unknown".to_string(), |s| format!("{s:?}"));
@@ -67,7 +68,7 @@ pub fn outcome(kind: &str, name: &str, status: &RunStatus) -> String {
     if let Some(id) = &status.snapshot_id {
         parts.push(format!("snapshot {}", short_id(id)));
     }
-    if let Some(to) = &status.restored_to {
+    if let Some(to) = target.or(status.restored_to.as_deref()) {
         let path = status
             .snapshots
             .first()
@@ -137,7 +138,7 @@ mod tests {
             ..RunStatus::default()
         };
         assert_eq!(
-            outcome("Backup", "nightly-1", &status),
+            outcome("Backup", "nightly-1", &status, None),
             "Backup nightly-1 Succeeded: snapshot 1a2b3c4d, 12 files, 2.0 KiB, 1.0 KiB added, in 4s\n"
         );
         assert!(succeeded(Some(&status)));
@@ -151,7 +152,7 @@ mod tests {
             errors: vec!["backup command in pod db failed".into()],
             ..RunStatus::default()
         };
-        let line = outcome("Backup", "b", &status);
+        let line = outcome("Backup", "b", &status, None);
         assert!(line.starts_with("Backup b Failed\n"), "{line}");
         assert!(
             line.contains("nothing to back up") && line.contains("pod db"),
@@ -179,11 +180,11 @@ mod tests {
                 id: "abcdef0123".into(),
                 paths: vec!["/data/db".into()],
             }],
-            restored_to: Some("pvc/db-copy".into()),
+            restored_to: Some("/restore/db-copy".into()),
             ..RunStatus::default()
         };
         assert_eq!(
-            outcome("Restore", "r", &status),
+            outcome("Restore", "r", &status, Some("pvc/db-copy")),
             "Restore r Succeeded: snapshot abcdef01, restored (/data/db) to pvc/db-copy\n"
         );
     }

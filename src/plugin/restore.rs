@@ -103,7 +103,15 @@ pub async fn run(
     if let Some(target) = &args.to_pvc {
         ensure_target(conn, &args.pvc, target).await?;
     }
-    start_and_follow(conn, global, &args.wait, build_restore(&schedule, args)).await
+    let restore = build_restore(&schedule, args);
+    // `restoredTo` of a PVC restore names the claim's mount inside the Job.
+    let target = restore
+        .spec
+        .restore_method
+        .pvc
+        .as_ref()
+        .map(|p| format!("pvc/{}", p.claim_name));
+    start_and_follow(conn, global, &args.wait, restore, target.as_deref()).await
 }
 
 #[cfg(test)]

@@ -143,19 +143,36 @@ pub struct ScheduleReport {
     pub ready: Option<Ready>,
 }
 
-fn next(op: Option<&OperationStatus>) -> Option<jiff::Timestamp> {
-    op.and_then(|o| o.next_run.as_ref()).map(|t: &Time| t.0)
+/// The next tick of one operation, from its cron: the status's `nextRun` is only written
+/// with the next change that matters, so right after a tick it may still name that tick.
+/// The status's value stands in when the cron does not parse (Ready says why then).
+fn next(
+    cron: Option<&str>,
+    op: Option<&OperationStatus>,
+    suspended: bool,
+    now: jiff::Timestamp,
+) -> Option<jiff::Timestamp> {
+    if suspended {
+        return None;
+    }
+    let cron = cron?;
+    match crate::cron::parse(cron) {
+        Ok(parsed) => parsed.next_after(now),
+        Err(_) => op.and_then(|o| o.next_run.as_ref()).map(|t: &Time| t.0),
+    }
 }
 
 /// The report of one Schedule from its status and `runs` (any runs: those it owns are
 /// picked by UID, so a Backup of another Schedule of the same name never counts).
-pub fn report(schedule: &Schedule, runs: &[RunView]) -> ScheduleReport {
+pub fn report(schedule: &Schedule, runs: &[RunView], now: jiff::Timestamp) -> ScheduleReport {
     let uid = schedule.uid();
     let owned: Vec<&RunView> = runs
         .iter()
         .filter(|r| r.owner.is_some() && r.owner == uid)
         .collect();
     let status = schedule.status.clone().unwrap_or_default();
+    let spec = &schedule.spec;
+    let suspended = spec.suspend == Some(true);
     let newest = owned
         .iter()
         .filter(|r| r.op == Operation::Backup)
@@ -164,7 +181,8 @@ pub fn report(schedule: &Schedule, runs: &[RunView]) -> ScheduleReport {
     let last_backup = match newest {
         Some(run) => Some(LastBackup {
             name: Some(run.name.clone()),
-            state: run.state.map(|s| format!("{s:?}")),
+            // The operator writes no status before the run ends or has gone for 30 s.
+            state: Some(format!("{:?}", run.state.unwrap_or(RunState::Pending))),
             started_at: run.started.or(run.created),
             finished_at: run.finished,
             snapshot_id: run.snapshot.clone(),
@@ -182,9 +200,24 @@ pub fn report(schedule: &Schedule, runs: &[RunView]) -> ScheduleReport {
         namespace: schedule.namespace().unwrap_or_default(),
         name: schedule.name_any(),
         last_backup,
-        next_backup: next(status.backup.as_ref()),
-        next_check: next(status.check.as_ref()),
-        next_prune: next(status.prune.as_ref()),
+        next_backup: next(
+            spec.backup.as_ref().map(|b| b.schedule.as_str()),
+            status.backup.as_ref(),
+            suspended,
+            now,
+        ),
+        next_check: next(
+            spec.check.as_ref().map(|c| c.schedule.as_str()),
+            status.check.as_ref(),
+            suspended,
+            now,
+        ),
+        next_prune: next(
+            spec.prune.as_ref().map(|p| p.schedule.as_str()),
+            status.prune.as_ref(),
+            suspended,
+            now,
+        ),
         failed_runs: FailedRuns {
             backup: count(Operation::Backup),
             check: count(Operation::Check),
@@ -303,7 +336,8 @@ pub async fn run(
     let mut runs = list(api::<Backup>(conn, all)).await?;
     runs.extend(list(api::<Check>(conn, all)).await?);
     runs.extend(list(api::<Prune>(conn, all)).await?);
-    let reports: Vec<ScheduleReport> = schedules.iter().map(|s| report(s, &runs)).collect();
+    let now = jiff::Timestamp::now();
+    let reports: Vec<ScheduleReport> = schedules.iter().map(|s| report(s, &runs, now)).collect();
     if let Some(document) = structured(&serde_json::json!({ "items": reports }), global.output)? {
         return Ok(document);
     }
@@ -318,7 +352,7 @@ pub async fn run(
         return Ok(String::new());
     }
     let wide = global.output == Some(OutputFormat::Wide);
-    Ok(table(&reports, jiff::Timestamp::now(), all, wide).render(!global.no_headers))
+    Ok(table(&reports, now, all, wide).render(!global.no_headers))
 }
 
 #[cfg(test)]

@@ -31,7 +31,13 @@ fn schedule(name: &str, uid: &str) -> Schedule {
             }),
             ..ScheduleStatus::default()
         }),
-        ..Schedule::default()
+        spec: crate::crd::ScheduleSpec {
+            backup: Some(crate::crd::schedule::BackupSchedule {
+                schedule: "0 1 * * *".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     }
 }
 
@@ -59,7 +65,11 @@ fn status_shows_the_newest_backup_of_its_own_schedule_and_counts_failures() {
         // a newer backup of another Schedule (another UID) never counts
         run("uid-2", Operation::Backup, "other", 20, RunState::Failed),
     ];
-    let report = report(&schedule("nightly", "uid-1"), &runs);
+    let report = report(
+        &schedule("nightly", "uid-1"),
+        &runs,
+        ts("2026-12-01T12:16:00Z"),
+    );
     let last = report.last_backup.clone().expect("a last backup");
     assert_eq!(last.name.as_deref(), Some("new"));
     assert_eq!(last.state.as_deref(), Some("Succeeded"));
@@ -91,7 +101,11 @@ fn status_shows_the_newest_backup_of_its_own_schedule_and_counts_failures() {
 fn running_backup_shows_as_the_last_one_without_a_snapshot() {
     let mut running = run("uid-1", Operation::Backup, "now", 10, RunState::Running);
     running.snapshot = None;
-    let report = report(&schedule("nightly", "uid-1"), &[running]);
+    let report = report(
+        &schedule("nightly", "uid-1"),
+        &[running],
+        ts("2026-12-01T12:10:30Z"),
+    );
     let row = table(&[report], ts("2026-12-01T12:10:30Z"), false, false).render(false);
     assert!(
         row.starts_with("nightly   Running   30s   <none>   in 12h"),
@@ -100,8 +114,38 @@ fn running_backup_shows_as_the_last_one_without_a_snapshot() {
 }
 
 #[test]
+fn next_backup_comes_from_the_cron_and_a_suspended_schedule_has_none() {
+    let mut schedule = schedule("nightly", "uid-1");
+    // the status still names a tick that has passed
+    let now = ts("2026-12-02T01:00:30Z");
+    let report = report(&schedule, &[], now);
+    assert_eq!(report.next_backup, Some(ts("2026-12-03T01:00:00Z")));
+    schedule.spec.suspend = Some(true);
+    assert_eq!(super::report(&schedule, &[], now).next_backup, None);
+}
+
+#[test]
+fn backup_without_status_yet_is_pending() {
+    let mut fresh = run("uid-1", Operation::Backup, "b", 0, RunState::Pending);
+    fresh.state = None;
+    let report = report(
+        &schedule("nightly", "uid-1"),
+        &[fresh],
+        ts("2026-12-01T12:00:00Z"),
+    );
+    assert_eq!(
+        report.last_backup.and_then(|l| l.state).as_deref(),
+        Some("Pending")
+    );
+}
+
+#[test]
 fn schedule_whose_runs_are_gone_still_shows_its_last_state() {
-    let report = report(&schedule("nightly", "uid-1"), &[]);
+    let report = report(
+        &schedule("nightly", "uid-1"),
+        &[],
+        ts("2026-12-01T12:00:00Z"),
+    );
     let last = report.last_backup.expect("from the status");
     assert_eq!(last.state.as_deref(), Some("Succeeded"));
     assert_eq!(last.name, None);
@@ -111,7 +155,8 @@ fn schedule_whose_runs_are_gone_still_shows_its_last_state() {
 fn new_schedule_without_status_shows_none() {
     let mut new = schedule("fresh", "uid-9");
     new.status = None;
-    let report = report(&new, &[]);
+    new.spec.backup = None;
+    let report = report(&new, &[], ts("2026-12-01T12:00:00Z"));
     let row = table(&[report.clone()], ts("2026-12-01T12:00:00Z"), false, false).render(false);
     assert_eq!(
         row,
