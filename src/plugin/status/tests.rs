@@ -86,7 +86,7 @@ fn status_shows_the_newest_backup_of_its_own_schedule_and_counts_failures() {
 
     let now = ts("2026-12-01T12:16:00Z");
     assert_eq!(
-        table(&[report.clone()], now, false, false).render(true),
+        table(std::slice::from_ref(&report), now, false, false).render(true),
         "NAME      LAST BACKUP   AGE   SNAPSHOT   NEXT BACKUP   FAILED   READY   REASON\n\
          nightly   Succeeded     5m    new01234   in 12h        2        True    Scheduled\n"
     );
@@ -157,7 +157,7 @@ fn new_schedule_without_status_shows_none() {
     new.status = None;
     new.spec.backup = None;
     let report = report(&new, &[], ts("2026-12-01T12:00:00Z"));
-    let row = table(&[report.clone()], ts("2026-12-01T12:00:00Z"), false, false).render(false);
+    let row = table(std::slice::from_ref(&report), ts("2026-12-01T12:00:00Z"), false, false).render(false);
     assert_eq!(
         row,
         "fresh   <none>   <none>   <none>   <none>   0   <none>   <none>\n"
