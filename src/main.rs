@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(baas::plugin::run(std::iter::once(argv0).chain(args)).await)
         }
         Some(Invocation::Completion) => {
-            std::process::exit(baas::plugin::complete(&args.collect::<Vec<_>>()))
+            std::process::exit(baas::plugin::complete(&args.collect::<Vec<_>>()).await)
         }
         None => {}
     }

@@ -83,14 +83,67 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-/// Answers kubectl's completion request for `words` (typed after `kubectl baas`).
-pub fn complete(words: &[OsString]) -> i32 {
+/// Answers kubectl's completion request for `words` (typed after `kubectl baas`). Names of
+/// Schedules, PVCs and namespaces come from the cluster when it answers within two seconds;
+/// without it the static candidates still come.
+pub async fn complete(words: &[OsString]) -> i32 {
     let words: Vec<String> = words
         .iter()
         .map(|w| w.to_string_lossy().into_owned())
         .collect();
-    print!("{}", completion::complete(&words));
+    let plan = completion::plan(&words);
+    let names = match plan.lookup {
+        Some(lookup) => tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            lookup_names(&plan.global, lookup),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    print!("{}", completion::render(&plan, &names));
     0
+}
+
+async fn lookup_names(
+    global: &args::GlobalArgs,
+    lookup: completion::Lookup,
+) -> PluginResult<Vec<String>> {
+    use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+    use kube::ResourceExt;
+    use kube::api::{Api, ListParams};
+    let conn = connect::connect(global).await?;
+    let params = ListParams::default();
+    let names = match lookup {
+        completion::Lookup::Schedules => {
+            Api::<crate::crd::Schedule>::namespaced(conn.client, &conn.namespace)
+                .list_metadata(&params)
+                .await?
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect()
+        }
+        completion::Lookup::Claims => {
+            Api::<PersistentVolumeClaim>::namespaced(conn.client, &conn.namespace)
+                .list_metadata(&params)
+                .await?
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect()
+        }
+        completion::Lookup::Namespaces => Api::<Namespace>::all(conn.client)
+            .list_metadata(&params)
+            .await?
+            .items
+            .iter()
+            .map(|o| o.name_any())
+            .collect(),
+    };
+    Ok(names)
 }
 
 async fn dispatch(cli: PluginCli) -> PluginResult<Report> {

@@ -8,7 +8,7 @@
 use clap::{Command, CommandFactory};
 use clap_complete::Shell;
 
-use super::args::{CompletionShell, PluginCli};
+use super::args::{CompletionShell, GlobalArgs, PluginCli};
 
 /// Cobra's directive: complete nothing but the candidates (no file names).
 const NO_FILE_COMPLETION: u32 = 4;
@@ -26,66 +26,138 @@ pub fn script(shell: CompletionShell) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Cobra's answer for `words` (typed after `kubectl baas`; the last is being completed).
+/// Names only the cluster knows, completed by asking it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Schedules of the namespace (`backup SCHEDULE`, `--schedule`).
+    Schedules,
+    /// PersistentVolumeClaims of the namespace (`--pvc`).
+    Claims,
+    /// Namespaces (`-n`).
+    Namespaces,
+}
+
+/// What to answer for the words typed so far.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Candidates known without the cluster.
+    pub candidates: Vec<String>,
+    /// Cobra's directive.
+    pub directive: u32,
+    /// Names to add from the cluster, if any.
+    pub lookup: Option<Lookup>,
+    /// The word being completed.
+    pub partial: String,
+    /// `-n`, `--context` and `--kubeconfig` as typed, for the lookup.
+    pub global: GlobalArgs,
+}
+
+/// Cobra's answer for `words` (typed after `kubectl baas`; the last is being completed),
+/// without names from the cluster.
 pub fn complete(words: &[String]) -> String {
+    render(&plan(words), &[])
+}
+
+/// The answer: the plan's candidates, then the `names` found for its lookup that start
+/// with the word being completed.
+pub fn render(plan: &Plan, names: &[String]) -> String {
+    let mut out = String::new();
+    let found = names.iter().filter(|n| n.starts_with(&plan.partial));
+    for candidate in plan.candidates.iter().chain(found) {
+        out.push_str(candidate);
+        out.push('\n');
+    }
+    out.push_str(&format!(":{}\n", plan.directive));
+    out
+}
+
+/// Works out what `words` ask to complete.
+pub fn plan(words: &[String]) -> Plan {
     let mut command = PluginCli::command();
     command.build();
     let (partial, done) = match words.split_last() {
         Some((last, done)) => (last.as_str(), done),
         None => ("", &[][..]),
     };
+    let mut global = GlobalArgs::default();
     let mut current = &command;
     let mut pending_value: Option<String> = None;
+    let mut positionals = 0;
     for word in done {
-        if pending_value.take().is_some() {
+        if let Some(flag) = pending_value.take() {
+            remember(&mut global, &flag, word);
             continue;
         }
         if let Some(flag) = word.strip_prefix('-') {
-            if !word.contains('=') && takes_value(current, flag) {
-                pending_value = Some(flag.to_string());
+            match flag.split_once('=') {
+                Some((flag, value)) => remember(&mut global, flag, value),
+                None if takes_value(current, flag) => pending_value = Some(flag.to_string()),
+                None => {}
             }
         } else if let Some(sub) = current.find_subcommand(word) {
             current = sub;
+            positionals = 0;
+        } else {
+            positionals += 1;
         }
     }
-    let mut candidates: Vec<String> = Vec::new();
-    let mut directive = NO_FILE_COMPLETION;
+    let mut plan = Plan {
+        directive: NO_FILE_COMPLETION,
+        partial: partial.to_string(),
+        ..Plan::default()
+    };
     if let Some(flag) = pending_value {
+        plan.lookup = match flag.trim_start_matches('-') {
+            "n" | "namespace" => Some(Lookup::Namespaces),
+            "schedule" => Some(Lookup::Schedules),
+            "pvc" => Some(Lookup::Claims),
+            _ => None,
+        };
         let values = flag_values(current, &flag);
-        if values.is_empty() {
-            directive = DEFAULT_COMPLETION;
+        if values.is_empty() && plan.lookup.is_none() {
+            plan.directive = DEFAULT_COMPLETION;
         }
-        candidates.extend(values.into_iter().filter(|v| v.starts_with(partial)));
+        plan.candidates
+            .extend(values.into_iter().filter(|v| v.starts_with(partial)));
     } else if partial.starts_with('-') {
         for arg in current.get_arguments() {
             if let Some(long) = arg.get_long() {
                 let flag = format!("--{long}");
                 if flag.starts_with(partial) {
-                    candidates.push(described(&flag, arg.get_help()));
+                    plan.candidates.push(described(&flag, arg.get_help()));
                 }
             }
         }
     } else {
         for sub in current.get_subcommands() {
             if sub.get_name().starts_with(partial) {
-                candidates.push(described(sub.get_name(), sub.get_about()));
+                plan.candidates
+                    .push(described(sub.get_name(), sub.get_about()));
             }
         }
         for arg in current.get_positionals() {
             for value in arg.get_possible_values() {
                 if value.get_name().starts_with(partial) {
-                    candidates.push(value.get_name().to_string());
+                    plan.candidates.push(value.get_name().to_string());
                 }
             }
         }
+        if ["backup", "check", "prune"].contains(&current.get_name()) && positionals == 0 {
+            plan.lookup = Some(Lookup::Schedules);
+        }
     }
-    let mut out = String::new();
-    for candidate in candidates {
-        out.push_str(&candidate);
-        out.push('\n');
+    plan.global = global;
+    plan
+}
+
+/// Keeps the connection options among the typed flags.
+fn remember(global: &mut GlobalArgs, flag: &str, value: &str) {
+    match flag.trim_start_matches('-') {
+        "n" | "namespace" => global.namespace = Some(value.to_string()),
+        "context" => global.context = Some(value.to_string()),
+        "kubeconfig" => global.kubeconfig = Some(value.into()),
+        _ => {}
     }
-    out.push_str(&format!(":{directive}\n"));
-    out
 }
 
 fn described(value: &str, help: Option<&clap::builder::StyledStr>) -> String {
@@ -178,6 +250,37 @@ mod tests {
     fn a_path_flag_leaves_completion_to_the_shell() {
         let answer = complete(&words(&["snapshots", "--restic", ""]));
         assert_eq!(answer, ":0\n");
+    }
+
+    #[test]
+    fn a_schedule_is_looked_up_for_backup_in_the_namespace_typed() {
+        let plan = plan(&words(&["-n", "shop", "backup", "ni"]));
+        assert_eq!(plan.lookup, Some(Lookup::Schedules));
+        assert_eq!(plan.global.namespace.as_deref(), Some("shop"));
+        let names = ["nightly".to_string(), "weekly".to_string()];
+        assert_eq!(render(&plan, &names), "nightly\n:4\n");
+        // once the Schedule is given, nothing more is looked up
+        assert_eq!(plan_of(&["backup", "nightly", ""]).lookup, None);
+    }
+
+    fn plan_of(text: &[&str]) -> Plan {
+        plan(&words(text))
+    }
+
+    #[test]
+    fn pvcs_and_namespaces_are_looked_up_for_their_flags() {
+        let plan = plan_of(&["restore", "--namespace=shop", "--pvc", ""]);
+        assert_eq!(plan.lookup, Some(Lookup::Claims));
+        assert_eq!(plan.global.namespace.as_deref(), Some("shop"));
+        assert_eq!(
+            plan_of(&["status", "-n", ""]).lookup,
+            Some(Lookup::Namespaces)
+        );
+        assert_eq!(
+            plan_of(&["snapshots", "--schedule", ""]).lookup,
+            Some(Lookup::Schedules)
+        );
+        assert_eq!(plan_of(&["status", ""]).lookup, None);
     }
 
     #[test]

@@ -162,6 +162,17 @@ fn plugin_backs_up_lists_and_restores_a_pvc_without_yaml() {
     nightly_schedule(&ns, &bucket);
     let n = ns.name.as_str();
 
+    // `kubectl baas -n NS backup <TAB>` offers the namespace's Schedule
+    let (names, _) = run_with_code(plugin.command(
+        Path::new("kubectl"),
+        &["__complete", "baas", "-n", n, "backup", ""],
+    ));
+    assert!(
+        names.stdout.lines().any(|l| l == "schedule-test"),
+        "completion of the Schedule: {}",
+        names.stdout
+    );
+
     // before any backup: no last backup, the next one at 01:00, Ready
     let before = ok("status", plugin.kubectl(&["status", "-n", n]));
     assert!(

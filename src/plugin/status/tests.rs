@@ -157,7 +157,13 @@ fn new_schedule_without_status_shows_none() {
     new.status = None;
     new.spec.backup = None;
     let report = report(&new, &[], ts("2026-12-01T12:00:00Z"));
-    let row = table(std::slice::from_ref(&report), ts("2026-12-01T12:00:00Z"), false, false).render(false);
+    let row = table(
+        std::slice::from_ref(&report),
+        ts("2026-12-01T12:00:00Z"),
+        false,
+        false,
+    )
+    .render(false);
     assert_eq!(
         row,
         "fresh   <none>   <none>   <none>   <none>   0   <none>   <none>\n"
