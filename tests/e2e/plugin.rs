@@ -280,6 +280,39 @@ fn plugin_backs_up_lists_and_restores_a_pvc_without_yaml() {
         read_from_pvc(&ns, "files-copy", "notes/hello.txt"),
         "hello from the plugin"
     );
+
+    // and as a .tar.gz into a bucket of the same S3 server
+    let downloads = ns.bucket("plugindl");
+    let uploaded = ok(
+        "restore --to-s3",
+        plugin.direct(&["restore", "-n", n, "--pvc", "files", "--to-s3", &downloads]),
+    );
+    let keys = ns.cluster().s3_list(&downloads);
+    assert_eq!(keys.len(), 1, "objects in {downloads}: {keys:?}");
+    assert!(
+        uploaded.contains(&format!("to s3://{downloads}/{}", keys[0]))
+            && keys[0].ends_with(".tar.gz"),
+        "restore's outcome: {uploaded}"
+    );
+
+    // check and prune run on the Schedule's repository the same way
+    let checked = ok(
+        "check",
+        plugin.kubectl(&["check", "schedule-test", "-n", n]),
+    );
+    assert!(
+        checked.starts_with("Check schedule-test-check-") && checked.contains(" Succeeded"),
+        "{checked}"
+    );
+    let pruned = ok(
+        "prune",
+        plugin.kubectl(&["prune", "schedule-test", "-n", n]),
+    );
+    assert!(
+        pruned.starts_with("Prune schedule-test-prune-")
+            && pruned.contains("1 snapshots kept, 0 removed"),
+        "{pruned}"
+    );
 }
 
 #[test]
