@@ -45,6 +45,18 @@ pub enum Command {
     Agent(AgentArgs),
     /// Print the CustomResourceDefinitions as YAML (what `manifests/crds.yaml` holds).
     Crds(CrdsArgs),
+    /// The kubectl plugin under another name: `baas kubectl status` is `kubectl baas status`
+    /// (see `baas kubectl --help`).
+    #[command(disable_help_flag = true)]
+    Kubectl(KubectlArgs),
+}
+
+/// `baas kubectl`: everything after it goes to the plugin, `--help` included.
+#[derive(Args, Debug, Clone)]
+pub struct KubectlArgs {
+    /// The plugin's verb and options.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// `baas crds`.

@@ -443,15 +443,11 @@ fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
 /// The environment every agent needs: repository, credentials (only as `secretKeyRef`, so the
 /// operator never reads a secret), namespace and run name.
 fn base_env(run: &RunMeta, backend: &Backend, prom_url: Option<&str>) -> Result<Vec<EnvVar>> {
-    let password = backend
-        .repo_password_secret_ref
-        .as_ref()
-        .or(backend.s3.repo_password_secret_ref.as_ref())
-        .ok_or_else(|| {
-            Error::InvalidSpec(
-                "spec.backend.repoPasswordSecretRef: required to open the repository".into(),
-            )
-        })?;
+    let password = backend.repo_password().ok_or_else(|| {
+        Error::InvalidSpec(
+            "spec.backend.repoPasswordSecretRef: required to open the repository".into(),
+        )
+    })?;
     let mut env = vec![
         plain_env("RESTIC_REPOSITORY", repository_url(backend)),
         secret_env("RESTIC_PASSWORD", password),

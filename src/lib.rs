@@ -13,6 +13,7 @@ pub mod cron;
 pub mod error;
 pub mod job;
 pub mod lookup;
+pub mod plugin;
 pub mod redact;
 pub mod report;
 pub mod serve;

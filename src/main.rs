@@ -5,6 +5,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use baas::cli::{Cli, Command, LogFormat};
+use baas::plugin::Invocation;
 
 /// jemalloc instead of the C library's allocator: the operator's caches churn through watch
 /// events of thousands of objects, and glibc kept more of that churn resident (64 MB against
@@ -28,6 +29,18 @@ fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Started as `kubectl-baas` (or its completion helper), the binary is the kubectl plugin.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    match baas::plugin::invoked_as(&argv0) {
+        Some(Invocation::Plugin) => {
+            std::process::exit(baas::plugin::run(std::iter::once(argv0).chain(args)).await)
+        }
+        Some(Invocation::Completion) => {
+            std::process::exit(baas::plugin::complete(&args.collect::<Vec<_>>()).await)
+        }
+        None => {}
+    }
     let cli = Cli::parse();
     init_tracing(&cli)?;
     match cli.command {
@@ -46,6 +59,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Agent(args) => {
             let code = baas::agent::run(args).await?;
             std::process::exit(code);
+        }
+        Command::Kubectl(args) => {
+            let argv = std::iter::once(baas::plugin::PLUGIN_NAME.into()).chain(args.args);
+            std::process::exit(baas::plugin::run(argv).await);
         }
         Command::Crds(args) => {
             print!("{}", baas::crd::crds_yaml().context("rendering the CRDs")?);

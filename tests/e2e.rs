@@ -22,6 +22,8 @@ mod harness;
 mod leader;
 #[path = "e2e/manifests.rs"]
 mod manifests;
+#[path = "e2e/plugin.rs"]
+mod plugin;
 #[path = "e2e/prune.rs"]
 mod prune;
 #[path = "e2e/restore.rs"]

@@ -22,6 +22,7 @@ use crate::crd::{
 };
 use crate::job::run_name;
 use crate::{Error, Result};
+pub use runs::schedule_run_meta;
 use runs::{ScheduledKind, create_run, listed_runs, owned_runs, trim_history};
 pub use tick::{
     OwnedRun, TickDecision, catch_up_last_run, changed_beyond_ticks, decide_tick, last_outcome,

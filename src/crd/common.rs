@@ -49,6 +49,16 @@ pub struct Backend {
     pub s3: S3Spec,
 }
 
+impl Backend {
+    /// The Secret key of the repository password: `repoPasswordSecretRef`, or its deprecated
+    /// place under `s3` in an object the webhook has not defaulted (one stored before it ran).
+    pub fn repo_password(&self) -> Option<&SecretKeyRef> {
+        self.repo_password_secret_ref
+            .as_ref()
+            .or(self.s3.repo_password_secret_ref.as_ref())
+    }
+}
+
 /// An S3 bucket holding a restic repository.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -5,7 +5,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::backup::BackupSpec;
+use super::check::CheckSpec;
 use super::common::{Backend, MAX_CRON_LENGTH, MAX_URL_LENGTH, Retention};
+use super::prune::PruneSpec;
 
 /// Recurring backup, check and prune of one restic repository. At each cron tick the operator
 /// creates a Backup, Check or Prune object owned by this Schedule.
@@ -73,6 +76,41 @@ pub struct ScheduleSpec {
     /// Stop creating runs while true; runs already started go on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+}
+
+impl ScheduleSpec {
+    /// The spec of a Backup run of this Schedule: its backend and the backup's `promURL`.
+    /// Scheduled ticks and `kubectl baas backup` both start runs from here, so a run started by
+    /// hand works on exactly what the next tick would.
+    pub fn backup_spec(&self) -> BackupSpec {
+        BackupSpec {
+            backend: self.backend.clone(),
+            prom_url: self.backup.as_ref().and_then(|b| b.prom_url.clone()),
+        }
+    }
+
+    /// The spec of a Check run of this Schedule.
+    pub fn check_spec(&self) -> CheckSpec {
+        CheckSpec {
+            backend: self.backend.clone(),
+            prom_url: self.check.as_ref().and_then(|c| c.prom_url.clone()),
+        }
+    }
+
+    /// The spec of a Prune run of this Schedule; a retention that is absent or `{}` becomes
+    /// the default one, since a Prune must never run without one.
+    pub fn prune_spec(&self) -> PruneSpec {
+        let prune = self.prune.as_ref();
+        let retention = prune
+            .and_then(|p| p.retention.clone())
+            .filter(|r| *r != Retention::default())
+            .unwrap_or_else(super::default_retention);
+        PruneSpec {
+            backend: self.backend.clone(),
+            prom_url: prune.and_then(|p| p.prom_url.clone()),
+            retention: Some(retention),
+        }
+    }
 }
 
 /// The backup part of a Schedule.
@@ -168,4 +206,61 @@ pub struct OperationStatus {
     /// The next cron tick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<Time>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule_spec(prune: Option<PruneSchedule>) -> ScheduleSpec {
+        ScheduleSpec {
+            backend: Backend {
+                s3: crate::crd::S3Spec {
+                    endpoint: "https://objects.example.com".into(),
+                    bucket: "team-a".into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            backup: Some(BackupSchedule {
+                schedule: "0 1 * * *".into(),
+                keep_jobs: None,
+                prom_url: Some("http://push:9091".into()),
+            }),
+            check: None,
+            prune,
+            suspend: None,
+        }
+    }
+
+    #[test]
+    fn backup_spec_of_a_schedule_has_its_backend_and_backup_prom_url() {
+        let spec = schedule_spec(None);
+        let backup = spec.backup_spec();
+        assert_eq!(backup.backend, spec.backend);
+        assert_eq!(backup.prom_url.as_deref(), Some("http://push:9091"));
+        assert_eq!(spec.check_spec().prom_url, None);
+    }
+
+    #[test]
+    fn prune_spec_without_or_with_empty_retention_gets_the_default() {
+        let default = Some(crate::crd::default_retention());
+        assert_eq!(schedule_spec(None).prune_spec().retention, default);
+        let empty = PruneSchedule {
+            schedule: "@daily".into(),
+            retention: Some(Retention::default()),
+            ..Default::default()
+        };
+        assert_eq!(schedule_spec(Some(empty)).prune_spec().retention, default);
+        let own = Retention {
+            keep_last: Some(2),
+            ..Default::default()
+        };
+        let set = PruneSchedule {
+            schedule: "@daily".into(),
+            retention: Some(own.clone()),
+            ..Default::default()
+        };
+        assert_eq!(schedule_spec(Some(set)).prune_spec().retention, Some(own));
+    }
 }

@@ -14,9 +14,7 @@ use crate::controller::kinds::RunKind;
 use crate::controller::run::{ANNOTATION_TICK, schedule_run_labels};
 use crate::controller::stores::Stores;
 use crate::crd::schedule::OperationStatus;
-use crate::crd::{
-    Backup, BackupSpec, Check, CheckSpec, Prune, PruneSpec, Schedule, ScheduleStatus,
-};
+use crate::crd::{Backup, Check, Operation, Prune, Schedule, ScheduleStatus};
 use crate::{Error, Result};
 
 /// One operation's settings in a Schedule.
@@ -54,13 +52,9 @@ impl ScheduledKind for Backup {
         &stores.backups
     }
     fn for_tick(schedule: &Schedule, metadata: ObjectMeta) -> Self {
-        let spec = &schedule.spec;
         Backup {
             metadata,
-            spec: BackupSpec {
-                backend: spec.backend.clone(),
-                prom_url: spec.backup.as_ref().and_then(|b| b.prom_url.clone()),
-            },
+            spec: schedule.spec.backup_spec(),
             status: None,
         }
     }
@@ -81,13 +75,9 @@ impl ScheduledKind for Check {
         &stores.checks
     }
     fn for_tick(schedule: &Schedule, metadata: ObjectMeta) -> Self {
-        let spec = &schedule.spec;
         Check {
             metadata,
-            spec: CheckSpec {
-                backend: spec.backend.clone(),
-                prom_url: spec.check.as_ref().and_then(|c| c.prom_url.clone()),
-            },
+            spec: schedule.spec.check_spec(),
             status: None,
         }
     }
@@ -108,19 +98,9 @@ impl ScheduledKind for Prune {
         &stores.prunes
     }
     fn for_tick(schedule: &Schedule, metadata: ObjectMeta) -> Self {
-        let spec = &schedule.spec;
-        let prune = spec.prune.as_ref();
-        let retention = prune
-            .and_then(|p| p.retention.clone())
-            .filter(|r| *r != crate::crd::Retention::default())
-            .unwrap_or_else(crate::crd::default_retention);
         Prune {
             metadata,
-            spec: PruneSpec {
-                backend: spec.backend.clone(),
-                prom_url: prune.and_then(|p| p.prom_url.clone()),
-                retention: Some(retention),
-            },
+            spec: schedule.spec.prune_spec(),
             status: None,
         }
     }
@@ -179,25 +159,34 @@ fn owned<'a, K: RunKind>(runs: impl Iterator<Item = &'a K>, uid: &str) -> Vec<Ow
         .collect()
 }
 
+/// The metadata every run a Schedule starts carries, scheduled or started by hand: the
+/// namespace, the controller owner reference to the Schedule (history, and "never two backups
+/// at once", count the run) and the Schedule's run labels (which repository it works on).
+pub fn schedule_run_meta(schedule: &Schedule, op: Operation) -> Result<ObjectMeta> {
+    let owner = schedule
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidSpec("Schedule has no uid yet".into()))?;
+    Ok(ObjectMeta {
+        namespace: schedule.namespace(),
+        labels: Some(schedule_run_labels(
+            &schedule.name_any(),
+            op,
+            &schedule.spec.backend,
+        )),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    })
+}
+
 fn new_run_meta<K: ScheduledKind>(
     schedule: &Schedule,
     name: &str,
     tick: jiff::Timestamp,
 ) -> Result<ObjectMeta> {
-    let owner = schedule
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::InvalidSpec("Schedule has no uid yet".into()))?;
     Ok(ObjectMeta {
         name: Some(name.to_string()),
-        namespace: schedule.namespace(),
-        labels: Some(schedule_run_labels(
-            &schedule.name_any(),
-            K::OP,
-            &schedule.spec.backend,
-        )),
         annotations: Some([(ANNOTATION_TICK.to_string(), tick.to_string())].into()),
-        owner_references: Some(vec![owner]),
-        ..ObjectMeta::default()
+        ..schedule_run_meta(schedule, K::OP)?
     })
 }
 
