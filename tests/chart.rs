@@ -77,10 +77,13 @@ fn operator_env(docs: &[Value], name: &str) -> Option<String> {
 }
 
 fn webhooks(docs: &[Value]) -> Vec<&Value> {
-    ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
-        .iter()
-        .map(|k| &one(docs, k)["webhooks"][0])
-        .collect()
+    [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ]
+    .iter()
+    .map(|k| &one(docs, k)["webhooks"][0])
+    .collect()
 }
 
 fn openssl(args: &[&str], files: &[(&str, &[u8])]) -> String {
@@ -121,7 +124,8 @@ fn wrong_type_and_unknown_key_are_refused_with_their_path() {
         error.contains("/webhook") && error.contains("timeoutSecond"),
         "{error}"
     );
-    let error = template("baas-system", &["--set", "webhook.timeoutSeconds=31"]).expect_err("refused");
+    let error =
+        template("baas-system", &["--set", "webhook.timeoutSeconds=31"]).expect_err("refused");
     assert!(error.contains("/webhook/timeoutSeconds"), "{error}");
 }
 
@@ -147,7 +151,13 @@ fn default_values_install_everything_with_a_generated_certificate_the_webhooks_t
     // the CRDs are in crds/, which Helm installs but never deletes or renders as templates
     assert!(!kinds(&docs).contains(&"CustomResourceDefinition".to_string()));
     // no Namespace and no cert-manager or Prometheus Operator kinds without their APIs
-    for kind in ["Namespace", "Certificate", "Issuer", "PrometheusRule", "ServiceMonitor"] {
+    for kind in [
+        "Namespace",
+        "Certificate",
+        "Issuer",
+        "PrometheusRule",
+        "ServiceMonitor",
+    ] {
         assert!(!kinds(&docs).contains(&kind.to_string()), "{kind} rendered");
     }
 
@@ -155,7 +165,10 @@ fn default_values_install_everything_with_a_generated_certificate_the_webhooks_t
     let ca = b64(&secret["data"]["ca.crt"]);
     for webhook in webhooks(&docs) {
         assert_eq!(b64(&webhook["clientConfig"]["caBundle"]), ca);
-        assert_eq!(webhook["clientConfig"]["service"]["namespace"], "baas-system");
+        assert_eq!(
+            webhook["clientConfig"]["service"]["namespace"],
+            "baas-system"
+        );
         assert_eq!(webhook["failurePolicy"], "Fail");
         assert_eq!(webhook["timeoutSeconds"], 5);
     }
@@ -163,13 +176,22 @@ fn default_values_install_everything_with_a_generated_certificate_the_webhooks_t
     let files = [("ca.crt", ca.as_slice()), ("tls.crt", crt.as_slice())];
     let verified = openssl(&["verify", "-CAfile", "ca.crt", "tls.crt"], &files);
     assert!(verified.contains("tls.crt: OK"), "{verified}");
-    let names = openssl(&["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"], &files);
-    assert!(names.contains("DNS:baas-webhook.baas-system.svc"), "{names}");
+    let names = openssl(
+        &["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
+        &files,
+    );
+    assert!(
+        names.contains("DNS:baas-webhook.baas-system.svc"),
+        "{names}"
+    );
 
     let deployment = one(&docs, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
-    assert_eq!(volumes[0]["secret"]["secretName"], secret["metadata"]["name"]);
+    assert_eq!(
+        volumes[0]["secret"]["secretName"],
+        secret["metadata"]["name"]
+    );
 }
 
 #[test]
@@ -183,7 +205,10 @@ fn certificate_names_the_release_namespace() {
     );
     assert!(names.contains("DNS:baas-webhook.backup-ops.svc"), "{names}");
     for webhook in webhooks(&docs) {
-        assert_eq!(webhook["clientConfig"]["service"]["namespace"], "backup-ops");
+        assert_eq!(
+            webhook["clientConfig"]["service"]["namespace"],
+            "backup-ops"
+        );
     }
 }
 
@@ -208,20 +233,32 @@ fn operator_and_agent_values_reach_the_deployment() {
     let deployment = one(&docs, "Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(deployment["spec"]["replicas"], 3);
-    assert_eq!(pod["containers"][0]["image"], "registry.example.com/baas:1.2.3");
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "registry.example.com/baas:1.2.3"
+    );
     assert_eq!(pod["nodeSelector"]["role"], "infra");
     assert_eq!(pod["tolerations"][0]["key"], "infra");
     assert_eq!(
         operator_env(&docs, "BAAS_AGENT_IMAGE").as_deref(),
         Some("registry.example.com/baas:1.2.3")
     );
-    assert_eq!(operator_env(&docs, "BAAS_LOG_FORMAT").as_deref(), Some("text"));
-    assert_eq!(operator_env(&docs, "BAAS_LOG").as_deref(), Some("baas=debug"));
+    assert_eq!(
+        operator_env(&docs, "BAAS_LOG_FORMAT").as_deref(),
+        Some("text")
+    );
+    assert_eq!(
+        operator_env(&docs, "BAAS_LOG").as_deref(),
+        Some("baas=debug")
+    );
     let json = |name: &str| -> Value {
         serde_json::from_str(&operator_env(&docs, name).unwrap_or_else(|| panic!("{name} unset")))
             .expect("JSON")
     };
-    assert_eq!(json("BAAS_AGENT_NODE_SELECTOR"), serde_json::json!({"pool": "backup"}));
+    assert_eq!(
+        json("BAAS_AGENT_NODE_SELECTOR"),
+        serde_json::json!({"pool": "backup"})
+    );
     assert_eq!(json("BAAS_AGENT_TOLERATIONS")[0]["operator"], "Exists");
     assert_eq!(json("BAAS_AGENT_RESOURCES")["limits"]["memory"], "1Gi");
     assert_eq!(operator_env(&docs, "BAAS_AGENT_AFFINITY"), None);
@@ -235,7 +272,10 @@ fn operator_and_agent_values_reach_the_deployment() {
 
 #[test]
 fn webhook_values_reach_both_configurations() {
-    let docs = rendered(&["--set", "webhook.failurePolicy=Ignore,webhook.timeoutSeconds=12"]);
+    let docs = rendered(&[
+        "--set",
+        "webhook.failurePolicy=Ignore,webhook.timeoutSeconds=12",
+    ]);
     for webhook in webhooks(&docs) {
         assert_eq!(webhook["failurePolicy"], "Ignore");
         assert_eq!(webhook["timeoutSeconds"], 12);
@@ -249,19 +289,29 @@ fn cert_manager_mode_makes_a_certificate_and_lets_its_injector_fill_the_ca() {
     assert_eq!(certificate["spec"]["secretName"], "baas-webhook-tls");
     one(&docs, "Issuer");
     assert!(!kinds(&docs).contains(&"Secret".to_string()));
-    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
         let config = one(&docs, kind);
         assert_eq!(
             config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
             "baas-system/baas-webhook"
         );
-        assert!(config["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+        assert!(
+            config["webhooks"][0]["clientConfig"]
+                .get("caBundle")
+                .is_none()
+        );
     }
     let docs = rendered(&[
         "--set",
         "certificate.mode=certManager,certificate.certManager.issuerRef.name=corp-ca,certificate.certManager.issuerRef.kind=ClusterIssuer",
     ]);
-    assert_eq!(one(&docs, "Certificate")["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    assert_eq!(
+        one(&docs, "Certificate")["spec"]["issuerRef"]["kind"],
+        "ClusterIssuer"
+    );
     assert!(!kinds(&docs).contains(&"Issuer".to_string()));
 }
 
@@ -269,7 +319,10 @@ fn cert_manager_mode_makes_a_certificate_and_lets_its_injector_fill_the_ca() {
 fn existing_secret_mode_uses_the_given_ca_and_creates_no_secret() {
     let error = template("baas-system", &["--set", "certificate.mode=existingSecret"])
         .expect_err("no CA to trust");
-    assert!(error.contains("certificate.existingSecret.caBundle"), "{error}");
+    assert!(
+        error.contains("certificate.existingSecret.caBundle"),
+        "{error}"
+    );
     let docs = rendered(&[
         "--set",
         "certificate.mode=existingSecret,certificate.secretName=my-tls,certificate.existingSecret.caBundle=Q0EK",

@@ -106,14 +106,10 @@ mod tests {
         assert_eq!(pod["nodeSelector"], serde_json::json!({"pool": "backup"}));
         assert_eq!(pod["tolerations"][0]["key"], "backup");
         assert_eq!(
-            pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
-                ["weight"],
+            pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"],
             1
         );
-        assert_eq!(
-            pod["containers"][0]["resources"]["limits"]["memory"],
-            "1Gi"
-        );
+        assert_eq!(pod["containers"][0]["resources"]["limits"]["memory"], "1Gi");
     }
 
     #[test]
@@ -125,10 +121,7 @@ mod tests {
         assert!(pod.get("nodeSelector").is_none(), "{pod}");
         assert!(pod.get("affinity").is_none(), "{pod}");
         assert_eq!(pod["tolerations"][0]["key"], "backup");
-        assert_eq!(
-            pod["containers"][0]["resources"]["limits"]["memory"],
-            "1Gi"
-        );
+        assert_eq!(pod["containers"][0]["resources"]["limits"]["memory"], "1Gi");
     }
 
     #[test]
