@@ -1,10 +1,14 @@
 //! The command line. Every flag can also be set through the environment variable named in
 //! its help, so the same binary is configured the same way in a Deployment, a Job or a shell.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+
+use crate::job::placement::{AgentPlacement, parse_json};
 
 /// baas — Backup as a Service for Kubernetes, with restic and S3.
 #[derive(Parser, Debug)]
@@ -138,6 +142,9 @@ pub struct OperatorArgs {
     /// benchmarks use it: in a cluster, Prometheus scrapes the HTTPS port with a bearer token.
     #[arg(long, env = "BAAS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Placement and resources of the agent Jobs.
+    #[command(flatten)]
+    pub agent_placement: AgentPlacementArgs,
 }
 
 /// `baas validate`.
@@ -269,4 +276,40 @@ pub enum AgentOp {
         )]
         s3_secret_access_key: Option<String>,
     },
+}
+
+/// A list of tolerations taken as one JSON value: a `Vec` field would make clap expect the
+/// flag once per item.
+type Tolerations = Vec<Toleration>;
+
+/// Where the agent Jobs run and what they may use, each as JSON in Kubernetes' own field
+/// names (the chart's `agent.*` values).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AgentPlacementArgs {
+    /// Node labels of agent Jobs that may run on any node, e.g. `{"pool":"backup"}`. Jobs
+    /// pinned to the node their claims are attached to ignore it.
+    #[arg(long, env = "BAAS_AGENT_NODE_SELECTOR", value_parser = parse_json::<BTreeMap<String, String>>)]
+    pub agent_node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of every agent Job, e.g. `[{"key":"backup","operator":"Exists"}]`.
+    #[arg(long, env = "BAAS_AGENT_TOLERATIONS", value_parser = parse_json::<Tolerations>)]
+    pub agent_tolerations: Option<Tolerations>,
+    /// Affinity of agent Jobs that may run on any node (a pod's `affinity`). Jobs pinned to
+    /// the node their claims are attached to ignore it.
+    #[arg(long, env = "BAAS_AGENT_AFFINITY", value_parser = parse_json::<Affinity>)]
+    pub agent_affinity: Option<Affinity>,
+    /// Requests and limits of the agent container, e.g. `{"limits":{"memory":"1Gi"}}`.
+    #[arg(long, env = "BAAS_AGENT_RESOURCES", value_parser = parse_json::<ResourceRequirements>)]
+    pub agent_resources: Option<ResourceRequirements>,
+}
+
+impl AgentPlacementArgs {
+    /// The settings the Job builders apply.
+    pub fn placement(&self) -> AgentPlacement {
+        AgentPlacement {
+            node_selector: self.agent_node_selector.clone().unwrap_or_default(),
+            tolerations: self.agent_tolerations.clone().unwrap_or_default(),
+            affinity: self.agent_affinity.clone(),
+            resources: self.agent_resources.clone(),
+        }
+    }
 }

@@ -347,6 +347,8 @@ pub struct JobSettings {
     pub image: String,
     /// Longest a Job may run before Kubernetes kills it.
     pub active_deadline_seconds: i64,
+    /// Node selector, tolerations, affinity and resources of every Job.
+    pub placement: placement::AgentPlacement,
 }
 
 impl Default for JobSettings {
@@ -354,6 +356,7 @@ impl Default for JobSettings {
         JobSettings {
             image: "ghcr.io/appuio/baas:latest".into(),
             active_deadline_seconds: 12 * 3600,
+            placement: placement::AgentPlacement::default(),
         }
     }
 }
@@ -543,7 +546,7 @@ fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSe
         }),
         ..Container::default()
     };
-    Job {
+    let mut job = Job {
         metadata: ObjectMeta {
             name: Some(shape.name),
             namespace: Some(run.namespace.clone()),
@@ -587,7 +590,9 @@ fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSe
             ..JobSpec::default()
         }),
         status: None,
-    }
+    };
+    settings.placement.apply(&mut job);
+    job
 }
 
 /// The Job of one part of a backup.
@@ -745,6 +750,7 @@ pub fn build_restore_job(
     Ok(build_job(run, &spec.backend, shape, settings))
 }
 
+pub mod placement;
 pub mod status;
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,7 @@ pub async fn run_operator(args: OperatorArgs) -> Result<()> {
     let settings = Settings {
         jobs: JobSettings {
             image: args.agent_image.clone(),
+            placement: args.agent_placement.placement(),
             ..JobSettings::default()
         },
         ..Settings::default()

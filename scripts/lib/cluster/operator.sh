@@ -55,6 +55,18 @@ uninstall_operator() {
   kc -n baas-system delete deployment baas --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
 
+# remove_operator: everything install_operator (or a user following docs/install.md) applied,
+# but the CRDs, and so every baas object, and the namespace; waits until the pods are gone
+remove_operator() {
+  local m="$REPO/manifests" f
+  unregister_webhooks
+  for f in deployment service networkpolicy rbac certificate alerts grafana-dashboard; do
+    kc delete --ignore-not-found -f "$m/$f.yaml" >/dev/null 2>&1 || true
+  done
+  kc -n baas-system delete secret baas-webhook-tls --ignore-not-found >/dev/null || die "deleting the Secret baas-webhook-tls failed"
+  kc -n baas-system wait --for=delete pod -l app.kubernetes.io/component=operator --timeout=120s >/dev/null 2>&1 || true
+}
+
 operator_pods_running() {
   local want="$1"
   [[ "$(kc -n baas-system get deployment baas -o jsonpath='{.status.updatedReplicas}/{.status.readyReplicas}' 2>/dev/null)" == "$want/$want" ]]
