@@ -37,18 +37,20 @@ pub const GROUP: &str = "backup.appuio.ch";
 /// The only served version.
 pub const VERSION: &str = "v1alpha1";
 
-/// The five kinds of the API, in the order users meet them.
-pub const KINDS: [&str; 5] = ["Schedule", "Backup", "Check", "Prune", "Restore"];
+/// The CRD of one kind.
+pub fn crd_of(kind: Kind) -> CustomResourceDefinition {
+    match kind {
+        Kind::Schedule => Schedule::crd(),
+        Kind::Backup => Backup::crd(),
+        Kind::Check => Check::crd(),
+        Kind::Prune => Prune::crd(),
+        Kind::Restore => Restore::crd(),
+    }
+}
 
-/// Every CRD of the API, in the order of [`KINDS`].
+/// Every CRD of the API, in the order of [`Kind::ALL`].
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        Schedule::crd(),
-        Backup::crd(),
-        Check::crd(),
-        Prune::crd(),
-        Restore::crd(),
-    ]
+    Kind::ALL.into_iter().map(crd_of).collect()
 }
 
 /// The CRDs as one multi-document YAML stream, exactly what `baas crds` prints and

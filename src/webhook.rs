@@ -249,7 +249,10 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Respon
         .reviews
         .get_or_create(&ReviewLabels {
             endpoint: endpoint.as_str(),
-            kind: review.our_kind().unwrap_or("other").to_string(),
+            kind: review
+                .our_kind()
+                .map_or("other", crate::crd::Kind::as_str)
+                .to_string(),
             operation: review.operation(),
             verdict: if answer.allowed { "allowed" } else { "denied" },
         })

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::mutate::mutate_object;
 use super::validate::{Context, Verdict, validate_object};
-use crate::crd::{GROUP, VERSION};
+use crate::crd::{GROUP, Kind, VERSION};
 use crate::{Error, Result};
 
 /// One object of ours found in a file, with its verdict.
@@ -47,10 +47,11 @@ pub fn check_object(object: &Value) -> Option<Verdict> {
             warnings: Vec::new(),
         });
     }
+    // The schema check above denies every kind that is not ours.
     let kind = object
         .get("kind")
         .and_then(Value::as_str)
-        .unwrap_or_default();
+        .and_then(Kind::from_name)?;
     let mutation = mutate_object(kind, object);
     let mutated = match mutation.apply(object) {
         Ok(mutated) => mutated,

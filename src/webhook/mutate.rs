@@ -6,7 +6,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
-use crate::crd::DEFAULT_KEEP_JOBS;
+use crate::crd::{DEFAULT_KEEP_JOBS, Kind};
 
 /// The defaults for one object: patch operations and warnings about what was changed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -197,14 +197,13 @@ pub fn mutate_restore(object: &Value) -> Mutation {
     m
 }
 
-/// Defaults of any of the five kinds; other kinds are left alone.
-pub fn mutate_object(kind: &str, object: &Value) -> Mutation {
+/// Defaults of an object of one of the five kinds.
+pub fn mutate_object(kind: Kind, object: &Value) -> Mutation {
     match kind {
-        "Schedule" => mutate_schedule(object),
-        "Backup" | "Check" => mutate_backup(object),
-        "Prune" => mutate_prune(object),
-        "Restore" => mutate_restore(object),
-        _ => Mutation::default(),
+        Kind::Schedule => mutate_schedule(object),
+        Kind::Backup | Kind::Check => mutate_backup(object),
+        Kind::Prune => mutate_prune(object),
+        Kind::Restore => mutate_restore(object),
     }
 }
 
@@ -309,7 +308,7 @@ mod tests {
     }
 
     fn mutate_check_like(object: &Value) -> Mutation {
-        mutate_object("Check", object)
+        mutate_object(Kind::Check, object)
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::lookup::{FetchedLookups, Lookups, RecordingLookups, SecretSource, fetch_secrets};
 use super::mutate::mutate_object;
 use super::validate::{Context, validate_object, validate_run_update};
-use crate::crd::{GROUP, KINDS};
+use crate::crd::{GROUP, Kind};
 
 /// The two admission endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,9 +45,11 @@ pub struct Review {
 
 impl Review {
     /// The kind under review when it is one of ours.
-    pub fn our_kind(&self) -> Option<&str> {
+    pub fn our_kind(&self) -> Option<Kind> {
         let kind = &self.request.kind;
-        (kind.group == GROUP && KINDS.contains(&kind.kind.as_str())).then_some(kind.kind.as_str())
+        (kind.group == GROUP)
+            .then(|| Kind::from_name(&kind.kind))
+            .flatten()
     }
 
     /// The request's operation as Kubernetes writes it.
@@ -200,7 +202,7 @@ pub fn decide(endpoint: Endpoint, review: &Review, lookups: Option<&dyn Lookups>
     if !matches!(operation, Operation::Create | Operation::Update) {
         return Answer::allow();
     }
-    let is_run = kind != "Schedule";
+    let is_run = kind.operation().is_some();
     match endpoint {
         Endpoint::Mutate => {
             // Defaults belong to the spec a user writes. A run's spec is frozen after CREATE,

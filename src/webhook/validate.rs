@@ -16,7 +16,8 @@ use crate::crd::common::{
     MAX_CRON_LENGTH, MAX_PATH_LENGTH, MAX_SNAPSHOT_LENGTH, MAX_TAG_LENGTH, MAX_URL_LENGTH,
 };
 use crate::crd::{
-    Backend, BackupSpec, CheckSpec, PruneSpec, RestoreSpec, Retention, ScheduleSpec, SecretKeyRef,
+    Backend, BackupSpec, CheckSpec, Kind, PruneSpec, RestoreSpec, Retention, ScheduleSpec,
+    SecretKeyRef,
 };
 pub use fields::{
     bucket_problem, dns_subdomain_problem, endpoint_problem, length_problem, secret_key_problem,
@@ -425,7 +426,7 @@ fn restore_target(check: &mut Checker<'_>, claim: &str) {
 
 /// Denies a changed spec of a one-shot run (Backup, Check, Prune, Restore); metadata and
 /// status updates pass.
-pub fn validate_run_update(kind: &str, old: &Value, new: &Value) -> Option<String> {
+pub fn validate_run_update(kind: Kind, old: &Value, new: &Value) -> Option<String> {
     (old.get("spec") != new.get("spec")).then(|| {
         format!(
             "spec: a {kind} is a one-shot run and its spec cannot be changed; create a new {kind} instead"
@@ -435,20 +436,13 @@ pub fn validate_run_update(kind: &str, old: &Value, new: &Value) -> Option<Strin
 
 /// Validates an object of one of the five kinds, given as JSON. An object that does not fit
 /// the kind's type is denied with the field paths that are wrong.
-pub fn validate_object(kind: &str, object: &Value, ctx: Context<'_>) -> Verdict {
+pub fn validate_object(kind: Kind, object: &Value, ctx: Context<'_>) -> Verdict {
     match kind {
-        "Schedule" => typed(object, |s| validate_schedule(s, ctx)),
-        "Backup" => typed(object, |s| validate_backup(s, ctx)),
-        "Check" => typed(object, |s| validate_check(s, ctx)),
-        "Prune" => typed(object, |s| validate_prune(s, ctx)),
-        "Restore" => typed(object, |s| validate_restore(s, ctx)),
-        other => Verdict {
-            denials: vec![format!(
-                "kind: {other:?} is not a kind of {}",
-                crate::crd::GROUP
-            )],
-            warnings: Vec::new(),
-        },
+        Kind::Schedule => typed(object, |s| validate_schedule(s, ctx)),
+        Kind::Backup => typed(object, |s| validate_backup(s, ctx)),
+        Kind::Check => typed(object, |s| validate_check(s, ctx)),
+        Kind::Prune => typed(object, |s| validate_prune(s, ctx)),
+        Kind::Restore => typed(object, |s| validate_restore(s, ctx)),
     }
 }
 
