@@ -77,11 +77,8 @@ pub const ANNOTATION_BACKUP_COMMAND_CONTAINER: &str = "appuio.ch/backupcommand-c
 /// Finished runs kept per Schedule and operation when `keepJobs` is absent.
 pub const DEFAULT_KEEP_JOBS: i32 = 10;
 
-/// The retention used where a Schedule's prune or a Prune leaves it out or empty.
+/// The retention used where a Schedule's prune or a Prune leaves it out or empty: see
+/// [`Retention::fallback`] and [`Retention::effective`].
 pub fn default_retention() -> Retention {
-    Retention {
-        keep_last: Some(5),
-        keep_daily: Some(14),
-        ..Retention::default()
-    }
+    Retention::fallback()
 }

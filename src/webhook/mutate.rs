@@ -6,7 +6,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
-use crate::crd::{DEFAULT_KEEP_JOBS, Kind};
+use crate::crd::{DEFAULT_KEEP_JOBS, Kind, Retention};
 
 /// The defaults for one object: patch operations and warnings about what was changed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,7 +81,7 @@ fn default_retention(object: &Value, parent: &[&str], m: &mut Mutation) {
     let Some(map) = object_at(object, parent) else {
         return;
     };
-    let default = serde_json::to_value(crate::crd::default_retention())
+    let default = serde_json::to_value(Retention::fallback())
         .expect("a Retention of plain integers serializes");
     let mut path = parent.to_vec();
     path.push("retention");

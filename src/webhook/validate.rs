@@ -216,8 +216,8 @@ impl<'a> Checker<'a> {
     }
 
     fn retention(&mut self, path: &str, retention: Option<&Retention>) {
-        // Absent or empty means the default, which `/mutate` fills in.
-        let Some(retention) = retention.filter(|r| **r != Retention::default()) else {
+        // Absent or unset means the fallback, which `/mutate` fills in.
+        let Some(retention) = retention.filter(|r| !r.is_unset()) else {
             return;
         };
         for rule in retention.rules() {
