@@ -1,12 +1,23 @@
 //! The admission rules: pure functions from an object (already defaulted by `/mutate`) and what
 //! is known about the cluster to a verdict. Every problem is one sentence that starts with the
 //! most precise field path, so users see all of them in one `kubectl apply`.
+//!
+//! Where each rule lives:
+//! - an object of the wrong shape, with field paths: [`shape_problems`] (the strict schema)
+//! - a changed spec of a one-shot run: [`validate_run_update`]
+//! - per kind: [`validate_schedule`], [`validate_backup`], [`validate_check`],
+//!   [`validate_prune`], [`validate_restore`] (its target claim: `restore_target`)
+//! - the backend, password place and credentials: `Checker::backend`, `Checker::secret_ref`
+//!   (a Secret's keys and absence, from the lookups)
+//! - a retention that keeps nothing: `Checker::retention`
+//! - claims a backup cannot read: `Checker::namespace_pvcs`
+//! - the format of one value (names, keys, endpoints, buckets, snapshot IDs, paths, lengths,
+//!   cron expressions): [`format`]
 
-mod fields;
+mod format;
 pub mod memo;
 
 use std::collections::BTreeSet;
-use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -19,9 +30,9 @@ use crate::crd::{
     Backend, BackupSpec, CheckSpec, Kind, PruneSpec, RestoreSpec, Retention, ScheduleSpec,
     SecretKeyRef,
 };
-pub use fields::{
-    bucket_problem, dns_subdomain_problem, endpoint_problem, length_problem, secret_key_problem,
-    snapshot_path_problem,
+pub use format::{
+    bucket_problem, cron_memo_bytes, cron_problem, dns_subdomain_problem, endpoint_problem,
+    length_problem, secret_key_problem, snapshot_id_problem, snapshot_path_problem,
 };
 
 /// The outcome of validating one object.
@@ -259,29 +270,6 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// Why a cron expression is invalid, if it is. Verdicts are remembered in a memo bounded by
-/// bytes (see [`memo`]); the bytes it holds are [`cron_memo_bytes`].
-pub fn cron_problem(expression: &str) -> Option<String> {
-    if let Some(known) = lock_memo().get(expression) {
-        return known.clone();
-    }
-    let problem = crate::cron::parse(expression).err().map(|e| e.to_string());
-    lock_memo().insert(expression, problem.clone());
-    problem
-}
-
-/// The bytes the process-wide cron memo holds (at most [`memo::BUDGET_BYTES`]).
-pub fn cron_memo_bytes() -> usize {
-    lock_memo().bytes()
-}
-
-fn lock_memo() -> MutexGuard<'static, memo::CronMemo> {
-    static MEMO: LazyLock<Mutex<memo::CronMemo>> =
-        LazyLock::new(|| Mutex::new(memo::CronMemo::new(memo::BUDGET_BYTES)));
-    // A poisoned memo only means another review panicked mid-insert; its map is still usable.
-    MEMO.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Rules of a Schedule: its crons, backend, retention and `keepJobs`; warns without `prune`.
 pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
@@ -373,12 +361,9 @@ pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
     }
     if let Some(snapshot) = &spec.snapshot
         && check.within_limit("spec.snapshot", snapshot, MAX_SNAPSHOT_LENGTH)
-        && (snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit()))
+        && let Some(problem) = snapshot_id_problem(snapshot)
     {
-        check.deny(
-            "spec.snapshot",
-            format!("{snapshot:?} is not a snapshot ID or ID prefix (hexadecimal digits)"),
-        );
+        check.deny("spec.snapshot", problem);
     }
     if let Some(path) = &spec.path
         && check.within_limit("spec.path", path, MAX_PATH_LENGTH)
