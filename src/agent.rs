@@ -34,7 +34,7 @@ pub const EXIT_FAILED: i32 = 1;
 
 /// What every operation needs: restic, the namespace, an HTTP client.
 #[derive(Clone, Debug)]
-pub struct Context {
+pub struct AgentEnv {
     /// restic on the run's repository.
     pub restic: Restic,
     /// Namespace of the run: restic's host name.
@@ -121,7 +121,7 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
     })?;
     check_environment(&repository)?;
     probe_endpoint(&http, &repository).await?;
-    let ctx = Context {
+    let ctx = AgentEnv {
         restic: Restic::new(&args.restic, &repository)
             .with_files(s3::RepositoryFiles::for_repository(&http, &repository)),
         namespace,

@@ -8,12 +8,12 @@
 
 pub mod body;
 pub mod lookup;
-pub mod manifests;
 pub mod metrics_auth;
 pub mod mutate;
 pub mod review;
 pub mod tls;
 pub mod validate;
+pub mod validate_command;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -394,7 +394,7 @@ pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
 /// `baas validate`: returns whether every object would be admitted.
 pub async fn run_validate(args: ValidateArgs) -> Result<bool> {
     let stdout = std::io::stdout();
-    manifests::validate_paths(&args.files, &mut stdout.lock())
+    validate_command::validate_paths(&args.files, &mut stdout.lock())
 }
 
 /// The ValidatingWebhookConfiguration for a cluster with cert-manager (`webhooks/validating.yaml`).

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::Context;
+use super::AgentEnv;
 use super::exec::{PodExec, capture_bounded};
 use super::restic::{self, BackupOutput, EXIT_PARTIAL, UnreadableItem};
 
@@ -43,7 +43,11 @@ struct Part {
 }
 
 /// Runs the backup and reports on it.
-pub async fn run<E: PodExec>(ctx: &Context, exec: &E, commands: &[BackupPod]) -> Result<RunReport> {
+pub async fn run<E: PodExec>(
+    ctx: &AgentEnv,
+    exec: &E,
+    commands: &[BackupPod],
+) -> Result<RunReport> {
     ctx.restic.open(true).await?;
     let unlocked = super::locks::remove_stale(ctx).await?;
     let volumes = list_volumes(&ctx.data_dir)?;
@@ -90,7 +94,7 @@ fn list_volumes(data_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(volumes)
 }
 
-fn tag_args(ctx: &Context) -> Vec<String> {
+fn tag_args(ctx: &AgentEnv) -> Vec<String> {
     let mut args = vec!["--tag".to_string(), "baas".to_string()];
     if let Some(run) = &ctx.run_name {
         args.push("--tag".into());
@@ -99,7 +103,7 @@ fn tag_args(ctx: &Context) -> Vec<String> {
     args
 }
 
-async fn backup_volumes(ctx: &Context, volumes: &[PathBuf]) -> Result<Part> {
+async fn backup_volumes(ctx: &AgentEnv, volumes: &[PathBuf]) -> Result<Part> {
     let mut args: Vec<String> = ["backup", "--json", "--host", &ctx.namespace]
         .map(String::from)
         .to_vec();
@@ -123,7 +127,7 @@ async fn backup_volumes(ctx: &Context, volumes: &[PathBuf]) -> Result<Part> {
 
 /// Turns restic's backup output into a part: Succeeded (0), partial (3), or failed.
 async fn finish_part(
-    ctx: &Context,
+    ctx: &AgentEnv,
     what: String,
     paths: Vec<String>,
     output: BackupOutput,
@@ -212,7 +216,7 @@ fn probe_unreadable(path: &Path) -> Option<Cause> {
     })
 }
 
-async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, target: &BackupPod) -> Part {
+async fn backup_command<E: PodExec>(ctx: &AgentEnv, exec: &E, target: &BackupPod) -> Part {
     let filename = pods::stdin_filename(&ctx.namespace, target);
     let what = pods::describe(target);
     let failed = |reason: String| Part {
@@ -243,7 +247,7 @@ async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, target: &BackupPod)
 /// Streams the command's stdout into `restic backup --stdin`. `Err` carries why nothing was
 /// stored.
 async fn stream_command<E: PodExec>(
-    ctx: &Context,
+    ctx: &AgentEnv,
     exec: &E,
     target: &BackupPod,
     command: &str,

@@ -26,7 +26,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use tokio::sync::mpsc;
 
-use super::Context;
+use super::AgentEnv;
 use super::restic::{LOCK_WAIT, Node, Snapshot};
 use super::s3::{self, Destination, PartWriter};
 use crate::crd::{RunState, SnapshotRef, Summary};
@@ -103,7 +103,7 @@ pub fn choose(snapshots: &[Snapshot], wanted: &Wanted) -> Option<(Snapshot, Stri
 
 /// Restores and reports.
 pub async fn run(
-    ctx: &Context,
+    ctx: &AgentEnv,
     snapshot: Option<&str>,
     wanted: &Wanted,
     target: &Target,
@@ -165,7 +165,7 @@ pub async fn run(
 }
 
 async fn choose_snapshot(
-    ctx: &Context,
+    ctx: &AgentEnv,
     wanted_id: Option<&str>,
     wanted: &Wanted,
 ) -> Result<(Snapshot, String)> {
@@ -200,7 +200,7 @@ fn wanted_path(wanted: &Wanted) -> &str {
 }
 
 async fn restore_to_dir(
-    ctx: &Context,
+    ctx: &AgentEnv,
     snapshot: &Snapshot,
     path: &str,
     node: Option<&Node>,
@@ -308,7 +308,7 @@ fn system_time(text: &str) -> Option<SystemTime> {
 }
 
 async fn restore_to_s3(
-    ctx: &Context,
+    ctx: &AgentEnv,
     snapshot: &Snapshot,
     path: &str,
     node: Option<Node>,

@@ -174,8 +174,8 @@ pub fn mutate_schedule(object: &Value) -> Mutation {
     m
 }
 
-/// Defaults of a Backup or Check: the backend.
-pub fn mutate_backup(object: &Value) -> Mutation {
+/// Defaults of the kinds whose only defaults are the backend's: Backup and Check.
+pub fn mutate_backend_only(object: &Value) -> Mutation {
     let mut m = Mutation::default();
     backend(object, &mut m);
     m
@@ -201,7 +201,7 @@ pub fn mutate_restore(object: &Value) -> Mutation {
 pub fn mutate_object(kind: Kind, object: &Value) -> Mutation {
     match kind {
         Kind::Schedule => mutate_schedule(object),
-        Kind::Backup | Kind::Check => mutate_backup(object),
+        Kind::Backup | Kind::Check => mutate_backend_only(object),
         Kind::Prune => mutate_prune(object),
         Kind::Restore => mutate_restore(object),
     }
@@ -291,7 +291,7 @@ mod tests {
     fn legacy_password_ref_equal_to_current_is_dropped() {
         let r = json!({"name": "r", "key": "k"});
         let object = json!({"spec": {"backend": {"repoPasswordSecretRef": r, "s3": {"repoPasswordSecretRef": r}}}});
-        let patched = mutate_backup(&object)
+        let patched = mutate_backend_only(&object)
             .apply(&object)
             .expect("patch applies");
         assert_eq!(
@@ -320,6 +320,6 @@ mod tests {
     #[test]
     fn endpoint_of_only_a_scheme_is_not_trimmed() {
         let object = json!({"spec": {"backend": {"s3": {"endpoint": "http://"}}}});
-        assert!(mutate_backup(&object).patch.is_empty());
+        assert!(mutate_backend_only(&object).patch.is_empty());
     }
 }

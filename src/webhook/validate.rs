@@ -58,14 +58,14 @@ impl Verdict {
 
 /// Where an object lives and what is known about its namespace; `lookups` is `None` offline.
 #[derive(Clone, Copy)]
-pub struct Context<'a> {
+pub struct ReviewContext<'a> {
     /// Namespace of the object under review.
     pub namespace: &'a str,
     /// Cluster facts, or `None` to skip every rule that needs them.
     pub lookups: Option<&'a dyn Lookups>,
 }
 
-impl<'a> Context<'a> {
+impl<'a> ReviewContext<'a> {
     /// A context without cluster facts, as in `baas validate` and `baas webhook --offline`.
     pub fn offline(namespace: &'a str) -> Self {
         Self {
@@ -76,13 +76,13 @@ impl<'a> Context<'a> {
 }
 
 struct Checker<'a> {
-    ctx: Context<'a>,
+    ctx: ReviewContext<'a>,
     verdict: Verdict,
     warned_secrets: BTreeSet<String>,
 }
 
 impl<'a> Checker<'a> {
-    fn new(ctx: Context<'a>) -> Self {
+    fn new(ctx: ReviewContext<'a>) -> Self {
         Self {
             ctx,
             verdict: Verdict::default(),
@@ -271,7 +271,7 @@ impl<'a> Checker<'a> {
 }
 
 /// Rules of a Schedule: its crons, backend, retention and `keepJobs`; warns without `prune`.
-pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_schedule(spec: &ScheduleSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     if let Some(backup) = &spec.backup {
@@ -303,7 +303,7 @@ pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
 }
 
 /// Rules of a Backup: its backend; warns about PVCs it cannot read.
-pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_backup(spec: &BackupSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     check.prom_url("spec.promURL", spec.prom_url.as_ref());
@@ -312,7 +312,7 @@ pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
 }
 
 /// Rules of a Check: its backend.
-pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_check(spec: &CheckSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     check.prom_url("spec.promURL", spec.prom_url.as_ref());
@@ -320,7 +320,7 @@ pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
 }
 
 /// Rules of a Prune: its backend and retention.
-pub fn validate_prune(spec: &PruneSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_prune(spec: &PruneSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     check.prom_url("spec.promURL", spec.prom_url.as_ref());
@@ -329,7 +329,7 @@ pub fn validate_prune(spec: &PruneSpec, ctx: Context<'_>) -> Verdict {
 }
 
 /// Rules of a Restore: its backend and exactly one writable target.
-pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_restore(spec: &RestoreSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     let method = &spec.restore_method;
@@ -421,7 +421,7 @@ pub fn validate_run_update(kind: Kind, old: &Value, new: &Value) -> Option<Strin
 
 /// Validates an object of one of the five kinds, given as JSON. An object that does not fit
 /// the kind's type is denied with the field paths that are wrong.
-pub fn validate_object(kind: Kind, object: &Value, ctx: Context<'_>) -> Verdict {
+pub fn validate_object(kind: Kind, object: &Value, ctx: ReviewContext<'_>) -> Verdict {
     match kind {
         Kind::Schedule => typed(object, |s| validate_schedule(s, ctx)),
         Kind::Backup => typed(object, |s| validate_backup(s, ctx)),

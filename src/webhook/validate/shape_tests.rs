@@ -2,7 +2,7 @@
 //! path, in the webhook and in `baas validate` alike.
 
 use super::*;
-use crate::webhook::manifests::check_object;
+use crate::webhook::validate_command::check_object;
 use serde_json::json;
 
 fn backend() -> Value {
@@ -285,7 +285,7 @@ fn string_over_its_limit_is_denied_alike_by_webhook_and_schema() {
 
 fn offline(object: &Value) -> Verdict {
     let kind = object_kind(object);
-    validate_object(kind, object, Context::offline("team-a"))
+    validate_object(kind, object, ReviewContext::offline("team-a"))
 }
 
 fn object_kind(object: &Value) -> Kind {

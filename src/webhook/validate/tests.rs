@@ -32,12 +32,12 @@ fn cluster() -> StaticLookups {
 
 fn offline(object: &Value) -> Verdict {
     let kind = object_kind(object);
-    validate_object(kind, object, Context::offline("team-a"))
+    validate_object(kind, object, ReviewContext::offline("team-a"))
 }
 
 fn online(object: &Value, lookups: &StaticLookups) -> Verdict {
     let kind = object_kind(object);
-    let ctx = Context {
+    let ctx = ReviewContext {
         namespace: "team-a",
         lookups: Some(lookups),
     };

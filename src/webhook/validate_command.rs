@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::mutate::mutate_object;
-use super::validate::{Context, Verdict, validate_object};
+use super::validate::{ReviewContext, Verdict, validate_object};
 use crate::crd::{GROUP, Kind, VERSION};
 use crate::{Error, Result};
 
@@ -66,7 +66,7 @@ pub fn check_object(object: &Value) -> Option<Verdict> {
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("default");
-    let mut verdict = validate_object(kind, &mutated, Context::offline(namespace));
+    let mut verdict = validate_object(kind, &mutated, ReviewContext::offline(namespace));
     let mut warnings = mutation.warnings;
     warnings.append(&mut verdict.warnings);
     verdict.warnings = warnings;
