@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{AgentArgs, AgentOp, ExecMode};
 use crate::crd::RunState;
+use crate::job::env::{ENV_ACCESS_KEY_ID, ENV_PASSWORD, ENV_SECRET_ACCESS_KEY};
 use crate::redact::redact;
 use crate::report::RunReport;
 use crate::{Error, Result};
@@ -33,7 +34,7 @@ pub const EXIT_FAILED: i32 = 1;
 
 /// What every operation needs: restic, the namespace, an HTTP client.
 #[derive(Clone, Debug)]
-pub struct Context {
+pub struct AgentEnv {
     /// restic on the run's repository.
     pub restic: Restic,
     /// Namespace of the run: restic's host name.
@@ -120,7 +121,7 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
     })?;
     check_environment(&repository)?;
     probe_endpoint(&http, &repository).await?;
-    let ctx = Context {
+    let ctx = AgentEnv {
         restic: Restic::new(&args.restic, &repository)
             .with_files(s3::RepositoryFiles::for_repository(&http, &repository)),
         namespace,
@@ -236,7 +237,7 @@ fn http_client() -> Result<reqwest::Client> {
 fn check_environment(repository: &str) -> Result<()> {
     let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
     if ![
-        "RESTIC_PASSWORD",
+        ENV_PASSWORD,
         "RESTIC_PASSWORD_FILE",
         "RESTIC_PASSWORD_COMMAND",
     ]
@@ -249,7 +250,7 @@ fn check_environment(repository: &str) -> Result<()> {
         ));
     }
     if repository.starts_with("s3:") {
-        for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+        for name in [ENV_ACCESS_KEY_ID, ENV_SECRET_ACCESS_KEY] {
             if !set(name) {
                 return Err(Error::InvalidSpec(format!(
                     "no S3 credentials: {name} is not set (from the backend's s3 secret refs)"

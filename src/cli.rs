@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 
 use crate::job::placement::{AgentPlacement, parse_json};
 
+use crate::job::{DATA_DIR, env};
+
 /// baas — Backup as a Service for Kubernetes, with restic and S3.
 #[derive(Parser, Debug)]
 #[command(name = "baas", version, about, long_about = None, propagate_version = true)]
@@ -163,31 +165,31 @@ pub struct ValidateArgs {
 }
 
 /// `baas agent`: settings the operator passes to the Job through its environment.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, PartialEq)]
 pub struct AgentArgs {
     /// The operation to run.
     #[command(subcommand)]
     pub op: AgentOp,
     /// restic repository, `s3:<endpoint>/<bucket>`.
-    #[arg(long, env = "RESTIC_REPOSITORY", global = true)]
+    #[arg(long, env = env::ENV_REPOSITORY, global = true)]
     pub repository: Option<String>,
     /// Namespace of the run; used as restic's host name.
-    #[arg(long, env = "BAAS_NAMESPACE", global = true)]
+    #[arg(long, env = env::ENV_NAMESPACE, global = true)]
     pub namespace: Option<String>,
     /// Name of the run object (Backup, Check, Prune or Restore).
-    #[arg(long, env = "BAAS_RUN_NAME", global = true)]
+    #[arg(long, env = env::ENV_RUN_NAME, global = true)]
     pub run_name: Option<String>,
     /// Prometheus Pushgateway that receives the run's metrics.
-    #[arg(long, env = "BAAS_PROM_URL", global = true)]
+    #[arg(long, env = env::ENV_PROM_URL, global = true)]
     pub prom_url: Option<String>,
     /// Directory that holds one subdirectory per mounted PVC.
-    #[arg(long, env = "BAAS_DATA_DIR", default_value = "/data", global = true)]
+    #[arg(long, env = env::ENV_DATA_DIR, default_value = DATA_DIR, global = true)]
     pub data_dir: PathBuf,
     /// The restic binary.
     #[arg(long, env = "BAAS_RESTIC", default_value = "restic", global = true)]
     pub restic: PathBuf,
     /// Name of the Schedule that started the run, if any; a label of the pushed metrics.
-    #[arg(long, env = "BAAS_SCHEDULE", global = true)]
+    #[arg(long, env = env::ENV_SCHEDULE, global = true)]
     pub schedule: Option<String>,
     /// How backup commands reach their pods: through the Kubernetes exec API, or (for tests
     /// and benchmarks without a cluster) as `sh -c` in the agent's own container.
@@ -196,7 +198,7 @@ pub struct AgentArgs {
     /// The pod's host name as the operator made it: its Job's alone, so a lock restic took
     /// under it and still finds at the agent's start was left by an earlier pod of the same
     /// Job, which is gone. Trusted only when it is the host name the agent runs under.
-    #[arg(long, env = "BAAS_HOSTNAME", global = true)]
+    #[arg(long, env = env::ENV_HOSTNAME, global = true)]
     pub hostname: Option<String>,
     /// Where the run report goes (the container's termination message).
     #[arg(
@@ -218,14 +220,14 @@ pub enum ExecMode {
 }
 
 /// The operations of `baas agent`.
-#[derive(Subcommand, Debug, Clone)]
+#[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum AgentOp {
     /// Back up every directory under the data directory and every backup command.
     Backup {
         /// Pods whose backup command to run, as JSON: `[{"pod": "...", "container": "..."}]`.
         /// Each command is read from its pod's `appuio.ch/backupcommand` annotation at run
         /// time, never passed here (it may hold a password).
-        #[arg(long, env = "BAAS_BACKUP_PODS")]
+        #[arg(long, env = env::ENV_BACKUP_PODS)]
         backup_pods: Option<String>,
         /// With `--exec-mode local`: a JSON pod list (`kubectl get pods -o json`) that stands
         /// in for the namespace's pods (tests and benchmarks without a cluster).
@@ -233,7 +235,7 @@ pub enum AgentOp {
         local_pods: Option<PathBuf>,
         /// Never create the repository; wait for the run's first Job to do so (set on the
         /// other Jobs of a run, since concurrent `restic init`s break a new repository).
-        #[arg(long, env = "BAAS_WAIT_FOR_REPOSITORY")]
+        #[arg(long, env = env::ENV_WAIT_FOR_REPOSITORY)]
         wait_for_repository: bool,
     },
     /// Verify the repository with `restic check`.
@@ -241,37 +243,37 @@ pub enum AgentOp {
     /// Remove snapshots the retention does not keep, then prune unused data.
     Prune {
         /// The retention as JSON, in the CRD's field names (`{"keepLast": 5}`).
-        #[arg(long, env = "BAAS_RETENTION")]
+        #[arg(long, env = env::ENV_RETENTION)]
         retention: String,
     },
     /// Restore a snapshot into a directory or to S3 as a `.tar.gz` object.
     Restore {
         /// Snapshot ID or unique prefix; default the newest of the namespace holding `path`.
-        #[arg(long, env = "BAAS_SNAPSHOT")]
+        #[arg(long, env = env::ENV_SNAPSHOT)]
         snapshot: Option<String>,
         /// Part of the snapshot to restore.
-        #[arg(long, env = "BAAS_RESTORE_PATH")]
+        #[arg(long, env = env::ENV_RESTORE_PATH)]
         path: Option<String>,
         /// The target PVC's name (PVC restores): without a path, `/data/<claim>` is restored
         /// when the snapshot has it, else the whole snapshot.
-        #[arg(long, env = "BAAS_RESTORE_CLAIM")]
+        #[arg(long, env = env::ENV_RESTORE_CLAIM)]
         claim: Option<String>,
         /// Directory the target PVC is mounted at (PVC restores).
-        #[arg(long, env = "BAAS_RESTORE_DIR")]
+        #[arg(long, env = env::ENV_RESTORE_DIR)]
         target_dir: Option<PathBuf>,
         /// S3 endpoint that receives the archive (S3 restores).
-        #[arg(long, env = "BAAS_RESTORE_S3_ENDPOINT")]
+        #[arg(long, env = env::ENV_RESTORE_S3_ENDPOINT)]
         s3_endpoint: Option<String>,
         /// Bucket that receives the archive (S3 restores).
-        #[arg(long, env = "BAAS_RESTORE_S3_BUCKET")]
+        #[arg(long, env = env::ENV_RESTORE_S3_BUCKET)]
         s3_bucket: Option<String>,
         /// Access key ID for the archive's bucket.
-        #[arg(long, env = "BAAS_RESTORE_S3_ACCESS_KEY_ID", hide_env_values = true)]
+        #[arg(long, env = env::ENV_RESTORE_S3_ACCESS_KEY_ID, hide_env_values = true)]
         s3_access_key_id: Option<String>,
         /// Secret access key for the archive's bucket.
         #[arg(
             long,
-            env = "BAAS_RESTORE_S3_SECRET_ACCESS_KEY",
+            env = env::ENV_RESTORE_S3_SECRET_ACCESS_KEY,
             hide_env_values = true
         )]
         s3_secret_access_key: Option<String>,

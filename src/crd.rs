@@ -37,18 +37,20 @@ pub const GROUP: &str = "backup.appuio.ch";
 /// The only served version.
 pub const VERSION: &str = "v1alpha1";
 
-/// The five kinds of the API, in the order users meet them.
-pub const KINDS: [&str; 5] = ["Schedule", "Backup", "Check", "Prune", "Restore"];
+/// The CRD of one kind.
+pub fn crd_of(kind: Kind) -> CustomResourceDefinition {
+    match kind {
+        Kind::Schedule => Schedule::crd(),
+        Kind::Backup => Backup::crd(),
+        Kind::Check => Check::crd(),
+        Kind::Prune => Prune::crd(),
+        Kind::Restore => Restore::crd(),
+    }
+}
 
-/// Every CRD of the API, in the order of [`KINDS`].
+/// Every CRD of the API, in the order of [`Kind::ALL`].
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        Schedule::crd(),
-        Backup::crd(),
-        Check::crd(),
-        Prune::crd(),
-        Restore::crd(),
-    ]
+    Kind::ALL.into_iter().map(crd_of).collect()
 }
 
 /// The CRDs as one multi-document YAML stream, exactly what `baas crds` prints and
@@ -74,12 +76,3 @@ pub const ANNOTATION_BACKUP_COMMAND_CONTAINER: &str = "appuio.ch/backupcommand-c
 
 /// Finished runs kept per Schedule and operation when `keepJobs` is absent.
 pub const DEFAULT_KEEP_JOBS: i32 = 10;
-
-/// The retention used where a Schedule's prune or a Prune leaves it out or empty.
-pub fn default_retention() -> Retention {
-    Retention {
-        keep_last: Some(5),
-        keep_daily: Some(14),
-        ..Retention::default()
-    }
-}

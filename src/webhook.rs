@@ -7,12 +7,12 @@
 //! `get` per Secret it names.
 
 pub mod body;
-pub mod manifests;
 pub mod metrics_auth;
 pub mod mutate;
 pub mod review;
 pub mod tls;
 pub mod validate;
+pub mod validate_command;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -248,7 +248,10 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Respon
         .reviews
         .get_or_create(&ReviewLabels {
             endpoint: endpoint.as_str(),
-            kind: review.our_kind().unwrap_or("other").to_string(),
+            kind: review
+                .our_kind()
+                .map_or("other", crate::crd::Kind::as_str)
+                .to_string(),
             operation: review.operation(),
             verdict: if answer.allowed { "allowed" } else { "denied" },
         })
@@ -348,7 +351,7 @@ pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
 /// `baas validate`: returns whether every object would be admitted.
 pub async fn run_validate(args: ValidateArgs) -> Result<bool> {
     let stdout = std::io::stdout();
-    manifests::validate_paths(&args.files, &mut stdout.lock())
+    validate_command::validate_paths(&args.files, &mut stdout.lock())
 }
 
 /// The ValidatingWebhookConfiguration for a cluster with cert-manager (`webhooks/validating.yaml`).

@@ -135,10 +135,10 @@ fn undocumented(schema: &serde_json::Value, path: &str, missing: &mut Vec<String
 
 #[test]
 fn every_field_of_every_kind_has_documentation_for_kubectl_explain() {
-    for kind in baas::crd::KINDS {
+    for kind in baas::crd::Kind::ALL {
         let schema = baas::crd::strict_schema(kind).expect("schema of a known kind");
         let mut missing = Vec::new();
-        undocumented(&schema, kind, &mut missing);
+        undocumented(&schema, kind.as_str(), &mut missing);
         assert!(
             missing.is_empty(),
             "fields without a doc comment: {missing:?}"
@@ -166,7 +166,7 @@ fn unbounded_strings(schema: &serde_json::Value, path: &str, missing: &mut Vec<S
 
 #[test]
 fn every_string_a_user_writes_has_a_max_length() {
-    for kind in baas::crd::KINDS {
+    for kind in baas::crd::Kind::ALL {
         let schema = baas::crd::strict_schema(kind).expect("schema of a known kind");
         let mut missing = Vec::new();
         unbounded_strings(

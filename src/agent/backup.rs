@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::Context;
+use super::AgentEnv;
 use super::exec::{PodExec, capture_bounded};
 use super::restic::{self, BackupOutput, EXIT_PARTIAL, UnreadableItem};
 
@@ -43,7 +43,11 @@ struct Part {
 }
 
 /// Runs the backup and reports on it.
-pub async fn run<E: PodExec>(ctx: &Context, exec: &E, commands: &[BackupPod]) -> Result<RunReport> {
+pub async fn run<E: PodExec>(
+    ctx: &AgentEnv,
+    exec: &E,
+    commands: &[BackupPod],
+) -> Result<RunReport> {
     ctx.restic.open(true).await?;
     let unlocked = super::locks::remove_stale(ctx).await?;
     let volumes = list_volumes(&ctx.data_dir)?;
@@ -90,7 +94,7 @@ fn list_volumes(data_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(volumes)
 }
 
-fn tag_args(ctx: &Context) -> Vec<String> {
+fn tag_args(ctx: &AgentEnv) -> Vec<String> {
     let mut args = vec!["--tag".to_string(), "baas".to_string()];
     if let Some(run) = &ctx.run_name {
         args.push("--tag".into());
@@ -99,7 +103,7 @@ fn tag_args(ctx: &Context) -> Vec<String> {
     args
 }
 
-async fn backup_volumes(ctx: &Context, volumes: &[PathBuf]) -> Result<Part> {
+async fn backup_volumes(ctx: &AgentEnv, volumes: &[PathBuf]) -> Result<Part> {
     let mut args: Vec<String> = ["backup", "--json", "--host", &ctx.namespace]
         .map(String::from)
         .to_vec();
@@ -123,7 +127,7 @@ async fn backup_volumes(ctx: &Context, volumes: &[PathBuf]) -> Result<Part> {
 
 /// Turns restic's backup output into a part: Succeeded (0), partial (3), or failed.
 async fn finish_part(
-    ctx: &Context,
+    ctx: &AgentEnv,
     what: String,
     paths: Vec<String>,
     output: BackupOutput,
@@ -212,7 +216,7 @@ fn probe_unreadable(path: &Path) -> Option<Cause> {
     })
 }
 
-async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, target: &BackupPod) -> Part {
+async fn backup_command<E: PodExec>(ctx: &AgentEnv, exec: &E, target: &BackupPod) -> Part {
     let filename = pods::stdin_filename(&ctx.namespace, target);
     let what = pods::describe(target);
     let failed = |reason: String| Part {
@@ -243,7 +247,7 @@ async fn backup_command<E: PodExec>(ctx: &Context, exec: &E, target: &BackupPod)
 /// Streams the command's stdout into `restic backup --stdin`. `Err` carries why nothing was
 /// stored.
 async fn stream_command<E: PodExec>(
-    ctx: &Context,
+    ctx: &AgentEnv,
     exec: &E,
     target: &BackupPod,
     command: &str,
@@ -434,144 +438,4 @@ fn combine(parts: Vec<Part>, unlocked: usize, data_dir: &Path) -> RunReport {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn part(what: &str, snapshot: bool, errors: &[&str], failed: bool) -> Part {
-        Part {
-            what: what.into(),
-            snapshot: snapshot.then(|| SnapshotRef {
-                id: format!("{what}-id"),
-                paths: vec![],
-            }),
-            summary: Summary {
-                total_files: Some(2),
-                bytes_added: Some(10),
-                ..Summary::default()
-            },
-            errors: errors.iter().map(|e| e.to_string()).collect(),
-            failed,
-        }
-    }
-
-    #[test]
-    fn all_parts_written_succeeds_and_sums_figures() {
-        let report = combine(
-            vec![
-                part("volumes", true, &[], false),
-                part("cmd", true, &[], false),
-            ],
-            0,
-            Path::new("/data"),
-        );
-        assert_eq!(report.state, Some(RunState::Succeeded));
-        assert_eq!(report.snapshots.len(), 2);
-        assert_eq!(report.summary.total_files, Some(4));
-        assert_eq!(report.summary.bytes_added, Some(20));
-    }
-
-    #[test]
-    fn failed_command_next_to_written_volumes_is_partial_with_the_reason() {
-        let report = combine(
-            vec![
-                part("volumes", true, &[], false),
-                part("cmd", false, &["cmd: `dump` failed: exit 1"], true),
-            ],
-            1,
-            Path::new("/data"),
-        );
-        assert_eq!(report.state, Some(RunState::PartiallySucceeded));
-        assert_eq!(report.errors, vec!["cmd: `dump` failed: exit 1"]);
-        assert!(report.message.contains("failed: cmd"), "{}", report.message);
-        assert!(report.message.contains("stale lock"), "{}", report.message);
-    }
-
-    #[test]
-    fn only_failed_parts_fail_the_run() {
-        let report = combine(
-            vec![part("cmd", false, &["cmd: broke"], true)],
-            0,
-            Path::new("/data"),
-        );
-        assert_eq!(report.state, Some(RunState::Failed));
-        assert!(report.message.contains("cmd: broke"));
-    }
-
-    fn output(code: i32, unreadable: &[(&str, &str)]) -> BackupOutput {
-        BackupOutput {
-            code: Some(code),
-            summary: None,
-            unreadable: unreadable
-                .iter()
-                .map(|(item, message)| UnreadableItem {
-                    item: item.to_string(),
-                    during: "archival".into(),
-                    message: message.to_string(),
-                })
-                .collect(),
-            stderr_tail: String::new(),
-        }
-    }
-
-    #[test]
-    fn exit_code_3_without_named_files_is_still_partial() {
-        let errors = written_part_errors("/data/app", &output(EXIT_PARTIAL, &[]));
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("exit code 3"), "{errors:?}");
-        let report = combine(
-            vec![Part {
-                errors,
-                ..part("/data/app", true, &[], false)
-            }],
-            0,
-            Path::new("/data"),
-        );
-        assert_eq!(report.state, Some(RunState::PartiallySucceeded));
-        assert!(written_part_errors("/data/app", &output(0, &[])).is_empty());
-    }
-
-    #[test]
-    fn unreadable_file_error_names_the_file_and_the_missing_permission() {
-        let errors = written_part_errors(
-            "/data/app",
-            &output(
-                EXIT_PARTIAL,
-                &[(
-                    "/data/app/private",
-                    "open /data/app/private: permission denied",
-                )],
-            ),
-        );
-        assert_eq!(
-            errors,
-            [
-                "/data/app/private: not backed up: the agent lacks the permission to read it \
-              (open /data/app/private: permission denied)"
-            ]
-        );
-        let other = written_part_errors(
-            "/data/app",
-            &output(EXIT_PARTIAL, &[("/data/app/gone", "lstat: no such file")]),
-        );
-        assert_eq!(
-            other,
-            ["/data/app/gone: not backed up: lstat: no such file"]
-        );
-    }
-
-    #[test]
-    fn unreadable_files_make_the_run_partial() {
-        let report = combine(
-            vec![part(
-                "volumes",
-                true,
-                &["/data/a/x: permission denied"],
-                false,
-            )],
-            0,
-            Path::new("/data"),
-        );
-        assert_eq!(report.state, Some(RunState::PartiallySucceeded));
-        assert_eq!(report.errors.len(), 1);
-    }
-}
+mod tests;

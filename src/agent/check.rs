@@ -1,13 +1,13 @@
 //! `baas agent check`: `restic check` on the repository, after clearing stale locks.
 
-use super::Context;
+use super::AgentEnv;
 use super::restic;
 use crate::Result;
 use crate::crd::RunState;
 use crate::report::RunReport;
 
 /// Verifies the repository's structure and reports what restic found.
-pub async fn run(ctx: &Context) -> Result<RunReport> {
+pub async fn run(ctx: &AgentEnv) -> Result<RunReport> {
     // A check must not create a repository: a missing one is the finding.
     ctx.restic.open(false).await?;
     let unlocked = super::locks::remove_stale(ctx).await?;

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde::Deserialize;
 
-use super::Context;
+use super::AgentEnv;
 use crate::Result;
 use crate::job::status::job_ended;
 use crate::job::{LABEL_MANAGED_BY, MANAGER};
@@ -103,7 +103,7 @@ pub fn owner_of(hostname: &str, jobs: &[Job], pods: &[Pod]) -> Owner {
 /// Removes the locks the agent can prove stale, then runs `restic unlock` for restic's own
 /// rules; returns how many locks went away. Call it before the operation's first restic
 /// command that takes a lock, never during the operation.
-pub async fn remove_stale(ctx: &Context) -> Result<usize> {
+pub async fn remove_stale(ctx: &AgentEnv) -> Result<usize> {
     let ids = ctx.restic.lock_ids().await?;
     if ids.is_empty() {
         return Ok(0);
@@ -155,7 +155,7 @@ pub async fn remove_stale(ctx: &Context) -> Result<usize> {
 
 /// The baas Jobs and pods of the agent's namespace; none when the cluster cannot say, which
 /// leaves every lock to restic's rules.
-async fn namespace_runs(ctx: &Context) -> (Vec<Job>, Vec<Pod>) {
+async fn namespace_runs(ctx: &AgentEnv) -> (Vec<Job>, Vec<Pod>) {
     if ctx.owners != LockOwners::Cluster {
         return (Vec::new(), Vec::new());
     }

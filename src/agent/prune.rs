@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use super::Context;
+use super::AgentEnv;
 use crate::crd::{Retention, RunState, Summary};
 use crate::report::RunReport;
 use crate::{Error, Result};
@@ -54,7 +54,7 @@ struct ForgetGroup {
 }
 
 /// Applies the retention and removes data no snapshot uses any more.
-pub async fn run(ctx: &Context, retention_json: &str) -> Result<RunReport> {
+pub async fn run(ctx: &AgentEnv, retention_json: &str) -> Result<RunReport> {
     let retention: Retention = serde_json::from_str(retention_json)
         .map_err(|e| Error::InvalidSpec(format!("BAAS_RETENTION is not a retention: {e}")))?;
     let rules = retention_args(&retention)?;

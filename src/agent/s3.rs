@@ -8,6 +8,7 @@ use bytes::Bytes;
 use reqwest::Method;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use crate::job::env::{ENV_ACCESS_KEY_ID, ENV_SECRET_ACCESS_KEY};
 use crate::{Error, Result};
 
 pub mod transport;
@@ -81,8 +82,8 @@ impl RepositoryFiles {
     /// For an `s3:` repository with credentials in the environment; `None` otherwise.
     pub fn for_repository(http: &reqwest::Client, repository: &str) -> Option<RepositoryFiles> {
         let (endpoint, bucket_name, prefix) = split_repository(repository)?;
-        let key = std::env::var("AWS_ACCESS_KEY_ID").ok()?;
-        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok()?;
+        let key = std::env::var(ENV_ACCESS_KEY_ID).ok()?;
+        let secret = std::env::var(ENV_SECRET_ACCESS_KEY).ok()?;
         let credentials = match std::env::var("AWS_SESSION_TOKEN") {
             Ok(token) if !token.is_empty() => Credentials::new_with_token(key, secret, token),
             _ => Credentials::new(key, secret),

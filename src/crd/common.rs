@@ -143,6 +143,30 @@ impl Retention {
         self.rules().iter().any(|r| r.value.is_some_and(|n| n > 0))
             || self.keep_tags.as_ref().is_some_and(|t| !t.is_empty())
     }
+
+    /// The retention used where a Schedule's prune or a Prune leaves it out or empty.
+    pub fn fallback() -> Retention {
+        Retention {
+            keep_last: Some(5),
+            keep_daily: Some(14),
+            ..Retention::default()
+        }
+    }
+
+    /// Whether no field is set, which means [`Retention::fallback`] as much as an absent
+    /// retention does.
+    pub fn is_unset(&self) -> bool {
+        *self == Retention::default()
+    }
+
+    /// The retention a prune applies: the configured one, or [`Retention::fallback`] when it
+    /// is absent or unset.
+    pub fn effective(configured: Option<&Retention>) -> Retention {
+        configured
+            .filter(|retention| !retention.is_unset())
+            .cloned()
+            .unwrap_or_else(Retention::fallback)
+    }
 }
 
 /// Where a Restore writes the snapshot: exactly one of `s3` or `pvc`.

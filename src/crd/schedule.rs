@@ -101,14 +101,12 @@ impl ScheduleSpec {
     /// the default one, since a Prune must never run without one.
     pub fn prune_spec(&self) -> PruneSpec {
         let prune = self.prune.as_ref();
-        let retention = prune
-            .and_then(|p| p.retention.clone())
-            .filter(|r| *r != Retention::default())
-            .unwrap_or_else(super::default_retention);
         PruneSpec {
             backend: self.backend.clone(),
             prom_url: prune.and_then(|p| p.prom_url.clone()),
-            retention: Some(retention),
+            retention: Some(Retention::effective(
+                prune.and_then(|p| p.retention.as_ref()),
+            )),
         }
     }
 }
@@ -244,7 +242,7 @@ mod tests {
 
     #[test]
     fn prune_spec_without_or_with_empty_retention_gets_the_default() {
-        let default = Some(crate::crd::default_retention());
+        let default = Some(Retention::fallback());
         assert_eq!(schedule_spec(None).prune_spec().retention, default);
         let empty = PruneSchedule {
             schedule: "@daily".into(),

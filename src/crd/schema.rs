@@ -5,14 +5,14 @@ use jsonschema::JsonType;
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value;
 
-use super::{GROUP, KINDS, VERSION, all_crds};
+use super::{GROUP, Kind, VERSION, crd_of};
 
 /// The OpenAPI v3 schema of a kind, made strict: every object that lists its properties
 /// refuses unknown ones, as `kubectl apply --validate=strict` does, so a misspelled field is an
 /// error instead of being silently pruned by the API server; and `int32` numbers stay in their
 /// range.
-pub fn strict_schema(kind: &str) -> Option<serde_json::Value> {
-    let crd = all_crds().into_iter().find(|c| c.spec.names.kind == kind)?;
+pub fn strict_schema(kind: Kind) -> Option<serde_json::Value> {
+    let crd = crd_of(kind);
     let version = crd.spec.versions.into_iter().next()?;
     let schema = version.schema?.open_api_v3_schema?;
     let mut value = serde_json::to_value(schema).ok()?;
@@ -58,14 +58,20 @@ fn forbid_unknown_fields(schema: &mut serde_json::Value) {
 /// with the most precise field path (`spec.backup.keepJobs: must be an integer`), worded as the
 /// webhook words its own denials so one grep finds both; an unknown kind is a problem too.
 pub fn schema_problems(object: &Value) -> Vec<String> {
-    let kind = object
+    let name = object
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let Some(kind) = Kind::from_name(name) else {
+        let known: Vec<&str> = Kind::ALL.into_iter().map(Kind::as_str).collect();
+        return vec![format!(
+            "kind: {name:?} is not a kind of {GROUP}/{VERSION} (expected one of {})",
+            known.join(", ")
+        )];
+    };
     let Some(schema) = strict_schema(kind) else {
         return vec![format!(
-            "kind: {kind:?} is not a kind of {GROUP}/{VERSION} (expected one of {})",
-            KINDS.join(", ")
+            "schema of {kind}: the CRD has no OpenAPI v3 schema"
         )];
     };
     let validator = match jsonschema::validator_for(&schema) {
@@ -116,7 +122,7 @@ fn child(path: &str, field: &str) -> String {
 /// The sentences for one schema error. They never quote the value: a value in the wrong place
 /// may be a credential pasted by mistake, and the path already says where to look.
 fn problem_sentences(
-    kind: &str,
+    kind: Kind,
     path: &str,
     error: &ValidationErrorKind,
     value: &Value,
@@ -133,7 +139,7 @@ fn problem_sentences(
             vec![format!("{}: Required value", child(path, &field))]
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let explain = child(&kind.to_ascii_lowercase(), &strip_indices(path));
+            let explain = child(&kind.as_str().to_ascii_lowercase(), &strip_indices(path));
             unexpected
                 .iter()
                 .map(|field| {

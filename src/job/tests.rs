@@ -1,83 +1,11 @@
+use std::collections::BTreeMap;
+
+use super::fixtures::{backend, env_of, pod, pvc, run};
 use super::*;
-use crate::crd::{PvcTarget, RestoreMethod, S3Spec, S3Target};
+use serde::Deserialize;
+
+use crate::crd::{PvcTarget, RestoreMethod, S3Target, SecretKeyRef};
 use serde_json::json;
-
-fn backend() -> Backend {
-    Backend {
-        repo_password_secret_ref: Some(SecretKeyRef {
-            name: "backup-repo".into(),
-            key: "password".into(),
-        }),
-        s3: S3Spec {
-            endpoint: "http://minio:9000/".into(),
-            bucket: "baas".into(),
-            access_key_id_secret_ref: SecretKeyRef {
-                name: "backup-credentials".into(),
-                key: "username".into(),
-            },
-            secret_access_key_secret_ref: SecretKeyRef {
-                name: "backup-credentials".into(),
-                key: "password".into(),
-            },
-            repo_password_secret_ref: None,
-        },
-    }
-}
-
-fn run(op: Operation) -> RunMeta {
-    RunMeta {
-        op,
-        name: "nightly-backup-202611260100".into(),
-        namespace: "team".into(),
-        uid: "uid-1".into(),
-        schedule: Some("nightly".into()),
-    }
-}
-
-fn pvc(
-    name: &str,
-    modes: &[&str],
-    phase: &str,
-    annotations: &[(&str, &str)],
-) -> PersistentVolumeClaim {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "annotations": annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
-        "spec": {"accessModes": modes},
-        "status": {"phase": phase},
-    }))
-    .expect("test pvc")
-}
-
-fn pod(name: &str, node: &str, claims: &[&str], phase: &str, annotations: &[(&str, &str)]) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "annotations": annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
-        "spec": {
-            "nodeName": node,
-            "containers": [{"name": "app"}, {"name": "sidecar"}],
-            "volumes": claims.iter().map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}})).collect::<Vec<_>>(),
-        },
-        "status": {"phase": phase},
-    }))
-    .expect("test pod")
-}
-
-fn env_of(job: &Job) -> BTreeMap<String, serde_json::Value> {
-    let container = &job
-        .spec
-        .as_ref()
-        .expect("spec")
-        .template
-        .spec
-        .as_ref()
-        .expect("pod spec")
-        .containers[0];
-    container
-        .env
-        .iter()
-        .flatten()
-        .map(|e| (e.name.clone(), serde_json::to_value(e).expect("env json")))
-        .collect()
-}
 
 #[test]
 fn repository_url_drops_trailing_slash_of_endpoint() {

@@ -6,7 +6,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
-use crate::crd::DEFAULT_KEEP_JOBS;
+use crate::crd::{DEFAULT_KEEP_JOBS, Kind, Retention};
 
 /// The defaults for one object: patch operations and warnings about what was changed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,7 +81,7 @@ fn default_retention(object: &Value, parent: &[&str], m: &mut Mutation) {
     let Some(map) = object_at(object, parent) else {
         return;
     };
-    let default = serde_json::to_value(crate::crd::default_retention())
+    let default = serde_json::to_value(Retention::fallback())
         .expect("a Retention of plain integers serializes");
     let mut path = parent.to_vec();
     path.push("retention");
@@ -174,8 +174,8 @@ pub fn mutate_schedule(object: &Value) -> Mutation {
     m
 }
 
-/// Defaults of a Backup or Check: the backend.
-pub fn mutate_backup(object: &Value) -> Mutation {
+/// Defaults of the kinds whose only defaults are the backend's: Backup and Check.
+pub fn mutate_backend_only(object: &Value) -> Mutation {
     let mut m = Mutation::default();
     backend(object, &mut m);
     m
@@ -197,14 +197,13 @@ pub fn mutate_restore(object: &Value) -> Mutation {
     m
 }
 
-/// Defaults of any of the five kinds; other kinds are left alone.
-pub fn mutate_object(kind: &str, object: &Value) -> Mutation {
+/// Defaults of an object of one of the five kinds.
+pub fn mutate_object(kind: Kind, object: &Value) -> Mutation {
     match kind {
-        "Schedule" => mutate_schedule(object),
-        "Backup" | "Check" => mutate_backup(object),
-        "Prune" => mutate_prune(object),
-        "Restore" => mutate_restore(object),
-        _ => Mutation::default(),
+        Kind::Schedule => mutate_schedule(object),
+        Kind::Backup | Kind::Check => mutate_backend_only(object),
+        Kind::Prune => mutate_prune(object),
+        Kind::Restore => mutate_restore(object),
     }
 }
 
@@ -292,7 +291,7 @@ mod tests {
     fn legacy_password_ref_equal_to_current_is_dropped() {
         let r = json!({"name": "r", "key": "k"});
         let object = json!({"spec": {"backend": {"repoPasswordSecretRef": r, "s3": {"repoPasswordSecretRef": r}}}});
-        let patched = mutate_backup(&object)
+        let patched = mutate_backend_only(&object)
             .apply(&object)
             .expect("patch applies");
         assert_eq!(
@@ -309,7 +308,7 @@ mod tests {
     }
 
     fn mutate_check_like(object: &Value) -> Mutation {
-        mutate_object("Check", object)
+        mutate_object(Kind::Check, object)
     }
 
     #[test]
@@ -321,6 +320,6 @@ mod tests {
     #[test]
     fn endpoint_of_only_a_scheme_is_not_trimmed() {
         let object = json!({"spec": {"backend": {"s3": {"endpoint": "http://"}}}});
-        assert!(mutate_backup(&object).patch.is_empty());
+        assert!(mutate_backend_only(&object).patch.is_empty());
     }
 }

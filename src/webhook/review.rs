@@ -5,12 +5,14 @@
 use base64::Engine;
 use json_patch::{Patch, PatchOperation};
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, Operation as AdmissionOperation,
+};
 use serde_json::Value;
 
 use super::mutate::mutate_object;
-use super::validate::{Context, validate_object, validate_run_update};
-use crate::crd::{GROUP, KINDS};
+use super::validate::{ReviewContext, validate_object, validate_run_update};
+use crate::crd::{GROUP, Kind};
 use crate::lookup::{FetchedLookups, Lookups, RecordingLookups, SecretSource, fetch_secrets};
 
 /// The two admission endpoints.
@@ -45,18 +47,20 @@ pub struct Review {
 
 impl Review {
     /// The kind under review when it is one of ours.
-    pub fn our_kind(&self) -> Option<&str> {
+    pub fn our_kind(&self) -> Option<Kind> {
         let kind = &self.request.kind;
-        (kind.group == GROUP && KINDS.contains(&kind.kind.as_str())).then_some(kind.kind.as_str())
+        (kind.group == GROUP)
+            .then(|| Kind::from_name(&kind.kind))
+            .flatten()
     }
 
     /// The request's operation as Kubernetes writes it.
     pub fn operation(&self) -> &'static str {
         match self.request.operation {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
+            AdmissionOperation::Create => "CREATE",
+            AdmissionOperation::Update => "UPDATE",
+            AdmissionOperation::Delete => "DELETE",
+            AdmissionOperation::Connect => "CONNECT",
         }
     }
 
@@ -197,16 +201,19 @@ pub fn decide(endpoint: Endpoint, review: &Review, lookups: Option<&dyn Lookups>
         return Answer::allow();
     };
     let operation = &review.request.operation;
-    if !matches!(operation, Operation::Create | Operation::Update) {
+    if !matches!(
+        operation,
+        AdmissionOperation::Create | AdmissionOperation::Update
+    ) {
         return Answer::allow();
     }
-    let is_run = kind != "Schedule";
+    let is_run = kind.operation().is_some();
     match endpoint {
         Endpoint::Mutate => {
             // Defaults belong to the spec a user writes. A run's spec is frozen after CREATE,
             // and an object being deleted only awaits its finalizers: touching either would
             // block the operator's own updates.
-            if deleting(&review.object) || (is_run && *operation == Operation::Update) {
+            if deleting(&review.object) || (is_run && *operation == AdmissionOperation::Update) {
                 return Answer::allow();
             }
             let mutation = mutate_object(kind, &review.object);
@@ -218,7 +225,7 @@ pub fn decide(endpoint: Endpoint, review: &Review, lookups: Option<&dyn Lookups>
             }
         }
         Endpoint::Validate => {
-            if let (Operation::Update, Some(old)) = (operation, &review.old_object) {
+            if let (AdmissionOperation::Update, Some(old)) = (operation, &review.old_object) {
                 if is_run && let Some(denial) = validate_run_update(kind, old, &review.object) {
                     return Answer::deny(denial);
                 }
@@ -228,7 +235,7 @@ pub fn decide(endpoint: Endpoint, review: &Review, lookups: Option<&dyn Lookups>
                     return Answer::allow();
                 }
             }
-            let ctx = Context {
+            let ctx = ReviewContext {
                 namespace: review.namespace(),
                 lookups,
             };

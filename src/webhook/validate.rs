@@ -1,12 +1,23 @@
 //! The admission rules: pure functions from an object (already defaulted by `/mutate`) and what
 //! is known about the cluster to a verdict. Every problem is one sentence that starts with the
 //! most precise field path, so users see all of them in one `kubectl apply`.
+//!
+//! Where each rule lives:
+//! - an object of the wrong shape, with field paths: [`shape_problems`] (the strict schema)
+//! - a changed spec of a one-shot run: [`validate_run_update`]
+//! - per kind: [`validate_schedule`], [`validate_backup`], [`validate_check`],
+//!   [`validate_prune`], [`validate_restore`] (its target claim: `restore_target`)
+//! - the backend, password place and credentials: `Checker::backend`, `Checker::secret_ref`
+//!   (a Secret's keys and absence, from the lookups)
+//! - a retention that keeps nothing: `Checker::retention`
+//! - claims a backup cannot read: `Checker::namespace_pvcs`
+//! - the format of one value (names, keys, endpoints, buckets, snapshot IDs, paths, lengths,
+//!   cron expressions): [`format`]
 
-mod fields;
+mod format;
 pub mod memo;
 
 use std::collections::BTreeSet;
-use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -15,12 +26,13 @@ use crate::crd::common::{
     MAX_CRON_LENGTH, MAX_PATH_LENGTH, MAX_SNAPSHOT_LENGTH, MAX_TAG_LENGTH, MAX_URL_LENGTH,
 };
 use crate::crd::{
-    Backend, BackupSpec, CheckSpec, PruneSpec, RestoreSpec, Retention, ScheduleSpec, SecretKeyRef,
+    Backend, BackupSpec, CheckSpec, Kind, PruneSpec, RestoreSpec, Retention, ScheduleSpec,
+    SecretKeyRef,
 };
 use crate::lookup::{Lookups, PvcLookup, SecretInfo};
-pub use fields::{
-    bucket_problem, dns_subdomain_problem, endpoint_problem, length_problem, secret_key_problem,
-    snapshot_path_problem,
+pub use format::{
+    bucket_problem, cron_memo_bytes, cron_problem, dns_subdomain_problem, endpoint_problem,
+    length_problem, secret_key_problem, snapshot_id_problem, snapshot_path_problem,
 };
 
 /// The outcome of validating one object.
@@ -46,14 +58,14 @@ impl Verdict {
 
 /// Where an object lives and what is known about its namespace; `lookups` is `None` offline.
 #[derive(Clone, Copy)]
-pub struct Context<'a> {
+pub struct ReviewContext<'a> {
     /// Namespace of the object under review.
     pub namespace: &'a str,
     /// Cluster facts, or `None` to skip every rule that needs them.
     pub lookups: Option<&'a dyn Lookups>,
 }
 
-impl<'a> Context<'a> {
+impl<'a> ReviewContext<'a> {
     /// A context without cluster facts, as in `baas validate` and `baas webhook --offline`.
     pub fn offline(namespace: &'a str) -> Self {
         Self {
@@ -64,13 +76,13 @@ impl<'a> Context<'a> {
 }
 
 struct Checker<'a> {
-    ctx: Context<'a>,
+    ctx: ReviewContext<'a>,
     verdict: Verdict,
     warned_secrets: BTreeSet<String>,
 }
 
 impl<'a> Checker<'a> {
-    fn new(ctx: Context<'a>) -> Self {
+    fn new(ctx: ReviewContext<'a>) -> Self {
         Self {
             ctx,
             verdict: Verdict::default(),
@@ -215,8 +227,8 @@ impl<'a> Checker<'a> {
     }
 
     fn retention(&mut self, path: &str, retention: Option<&Retention>) {
-        // Absent or empty means the default, which `/mutate` fills in.
-        let Some(retention) = retention.filter(|r| **r != Retention::default()) else {
+        // Absent or unset means the fallback, which `/mutate` fills in.
+        let Some(retention) = retention.filter(|r| !r.is_unset()) else {
             return;
         };
         for rule in retention.rules() {
@@ -258,31 +270,8 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// Why a cron expression is invalid, if it is. Verdicts are remembered in a memo bounded by
-/// bytes (see [`memo`]); the bytes it holds are [`cron_memo_bytes`].
-pub fn cron_problem(expression: &str) -> Option<String> {
-    if let Some(known) = lock_memo().get(expression) {
-        return known.clone();
-    }
-    let problem = crate::cron::parse(expression).err().map(|e| e.to_string());
-    lock_memo().insert(expression, problem.clone());
-    problem
-}
-
-/// The bytes the process-wide cron memo holds (at most [`memo::BUDGET_BYTES`]).
-pub fn cron_memo_bytes() -> usize {
-    lock_memo().bytes()
-}
-
-fn lock_memo() -> MutexGuard<'static, memo::CronMemo> {
-    static MEMO: LazyLock<Mutex<memo::CronMemo>> =
-        LazyLock::new(|| Mutex::new(memo::CronMemo::new(memo::BUDGET_BYTES)));
-    // A poisoned memo only means another review panicked mid-insert; its map is still usable.
-    MEMO.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Rules of a Schedule: its crons, backend, retention and `keepJobs`; warns without `prune`.
-pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_schedule(spec: &ScheduleSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     if let Some(backup) = &spec.backup {
@@ -314,7 +303,7 @@ pub fn validate_schedule(spec: &ScheduleSpec, ctx: Context<'_>) -> Verdict {
 }
 
 /// Rules of a Backup: its backend; warns about PVCs it cannot read.
-pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_backup(spec: &BackupSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     check.prom_url("spec.promURL", spec.prom_url.as_ref());
@@ -323,7 +312,7 @@ pub fn validate_backup(spec: &BackupSpec, ctx: Context<'_>) -> Verdict {
 }
 
 /// Rules of a Check: its backend.
-pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_check(spec: &CheckSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     check.prom_url("spec.promURL", spec.prom_url.as_ref());
@@ -331,7 +320,7 @@ pub fn validate_check(spec: &CheckSpec, ctx: Context<'_>) -> Verdict {
 }
 
 /// Rules of a Prune: its backend and retention.
-pub fn validate_prune(spec: &PruneSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_prune(spec: &PruneSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     check.prom_url("spec.promURL", spec.prom_url.as_ref());
@@ -340,7 +329,7 @@ pub fn validate_prune(spec: &PruneSpec, ctx: Context<'_>) -> Verdict {
 }
 
 /// Rules of a Restore: its backend and exactly one writable target.
-pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
+pub fn validate_restore(spec: &RestoreSpec, ctx: ReviewContext<'_>) -> Verdict {
     let mut check = Checker::new(ctx);
     check.backend(&spec.backend);
     let method = &spec.restore_method;
@@ -372,12 +361,9 @@ pub fn validate_restore(spec: &RestoreSpec, ctx: Context<'_>) -> Verdict {
     }
     if let Some(snapshot) = &spec.snapshot
         && check.within_limit("spec.snapshot", snapshot, MAX_SNAPSHOT_LENGTH)
-        && (snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit()))
+        && let Some(problem) = snapshot_id_problem(snapshot)
     {
-        check.deny(
-            "spec.snapshot",
-            format!("{snapshot:?} is not a snapshot ID or ID prefix (hexadecimal digits)"),
-        );
+        check.deny("spec.snapshot", problem);
     }
     if let Some(path) = &spec.path
         && check.within_limit("spec.path", path, MAX_PATH_LENGTH)
@@ -425,7 +411,7 @@ fn restore_target(check: &mut Checker<'_>, claim: &str) {
 
 /// Denies a changed spec of a one-shot run (Backup, Check, Prune, Restore); metadata and
 /// status updates pass.
-pub fn validate_run_update(kind: &str, old: &Value, new: &Value) -> Option<String> {
+pub fn validate_run_update(kind: Kind, old: &Value, new: &Value) -> Option<String> {
     (old.get("spec") != new.get("spec")).then(|| {
         format!(
             "spec: a {kind} is a one-shot run and its spec cannot be changed; create a new {kind} instead"
@@ -435,20 +421,13 @@ pub fn validate_run_update(kind: &str, old: &Value, new: &Value) -> Option<Strin
 
 /// Validates an object of one of the five kinds, given as JSON. An object that does not fit
 /// the kind's type is denied with the field paths that are wrong.
-pub fn validate_object(kind: &str, object: &Value, ctx: Context<'_>) -> Verdict {
+pub fn validate_object(kind: Kind, object: &Value, ctx: ReviewContext<'_>) -> Verdict {
     match kind {
-        "Schedule" => typed(object, |s| validate_schedule(s, ctx)),
-        "Backup" => typed(object, |s| validate_backup(s, ctx)),
-        "Check" => typed(object, |s| validate_check(s, ctx)),
-        "Prune" => typed(object, |s| validate_prune(s, ctx)),
-        "Restore" => typed(object, |s| validate_restore(s, ctx)),
-        other => Verdict {
-            denials: vec![format!(
-                "kind: {other:?} is not a kind of {}",
-                crate::crd::GROUP
-            )],
-            warnings: Vec::new(),
-        },
+        Kind::Schedule => typed(object, |s| validate_schedule(s, ctx)),
+        Kind::Backup => typed(object, |s| validate_backup(s, ctx)),
+        Kind::Check => typed(object, |s| validate_check(s, ctx)),
+        Kind::Prune => typed(object, |s| validate_prune(s, ctx)),
+        Kind::Restore => typed(object, |s| validate_restore(s, ctx)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! path, in the webhook and in `baas validate` alike.
 
 use super::*;
-use crate::webhook::manifests::check_object;
+use crate::webhook::validate_command::check_object;
 use serde_json::json;
 
 fn backend() -> Value {
@@ -170,7 +170,7 @@ fn complete_objects_are_admitted() {
 #[test]
 fn every_required_field_of_every_kind_is_listed_here() {
     for object in complete_objects() {
-        let kind = object["kind"].as_str().expect("a kind");
+        let kind = object_kind(&object);
         let schema = crate::crd::strict_schema(kind).expect("a kind of ours");
         let mut found = Vec::new();
         required_paths(&schema, &object, "", &mut found);
@@ -255,7 +255,7 @@ fn strings(
 fn string_over_its_limit_is_denied_alike_by_webhook_and_schema() {
     let mut checked = 0;
     for object in complete_objects() {
-        let kind = object["kind"].as_str().expect("a kind");
+        let kind = object_kind(&object);
         let schema = crate::crd::strict_schema(kind).expect("a kind of ours");
         let mut found = Vec::new();
         strings(
@@ -284,6 +284,13 @@ fn string_over_its_limit_is_denied_alike_by_webhook_and_schema() {
 }
 
 fn offline(object: &Value) -> Verdict {
-    let kind = object["kind"].as_str().unwrap_or_default().to_string();
-    validate_object(&kind, object, Context::offline("team-a"))
+    let kind = object_kind(object);
+    validate_object(kind, object, ReviewContext::offline("team-a"))
+}
+
+fn object_kind(object: &Value) -> Kind {
+    object["kind"]
+        .as_str()
+        .and_then(Kind::from_name)
+        .expect("a test object of one of our kinds")
 }

@@ -31,17 +31,17 @@ fn cluster() -> StaticLookups {
 }
 
 fn offline(object: &Value) -> Verdict {
-    let kind = object["kind"].as_str().unwrap_or_default().to_string();
-    validate_object(&kind, object, Context::offline("team-a"))
+    let kind = object_kind(object);
+    validate_object(kind, object, ReviewContext::offline("team-a"))
 }
 
 fn online(object: &Value, lookups: &StaticLookups) -> Verdict {
-    let kind = object["kind"].as_str().unwrap_or_default().to_string();
-    let ctx = Context {
+    let kind = object_kind(object);
+    let ctx = ReviewContext {
         namespace: "team-a",
         lookups: Some(lookups),
     };
-    validate_object(&kind, object, ctx)
+    validate_object(kind, object, ctx)
 }
 
 #[test]
@@ -366,9 +366,9 @@ fn run_update_of_spec_is_denied_but_metadata_passes() {
     let old = json!({"metadata": {"labels": {}}, "spec": {"a": 1}});
     let relabelled = json!({"metadata": {"labels": {"x": "y"}}, "spec": {"a": 1}});
     let changed = json!({"metadata": {}, "spec": {"a": 2}});
-    assert_eq!(validate_run_update("Backup", &old, &relabelled), None);
+    assert_eq!(validate_run_update(Kind::Backup, &old, &relabelled), None);
     assert!(
-        validate_run_update("Backup", &old, &changed)
+        validate_run_update(Kind::Backup, &old, &changed)
             .is_some_and(|m| m.starts_with("spec: a Backup is a one-shot run"))
     );
 }
@@ -453,4 +453,11 @@ fn restore_path_that_can_only_go_wrong_is_denied() {
     ] {
         assert_eq!(with_path(fine), Vec::<String>::new(), "{fine}");
     }
+}
+
+fn object_kind(object: &Value) -> Kind {
+    object["kind"]
+        .as_str()
+        .and_then(Kind::from_name)
+        .expect("a test object of one of our kinds")
 }

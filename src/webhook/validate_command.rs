@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::mutate::mutate_object;
-use super::validate::{Context, Verdict, validate_object};
-use crate::crd::{GROUP, VERSION};
+use super::validate::{ReviewContext, Verdict, validate_object};
+use crate::crd::{GROUP, Kind, VERSION};
 use crate::{Error, Result};
 
 /// One object of ours found in a file, with its verdict.
@@ -47,10 +47,11 @@ pub fn check_object(object: &Value) -> Option<Verdict> {
             warnings: Vec::new(),
         });
     }
+    // The schema check above denies every kind that is not ours.
     let kind = object
         .get("kind")
         .and_then(Value::as_str)
-        .unwrap_or_default();
+        .and_then(Kind::from_name)?;
     let mutation = mutate_object(kind, object);
     let mutated = match mutation.apply(object) {
         Ok(mutated) => mutated,
@@ -65,7 +66,7 @@ pub fn check_object(object: &Value) -> Option<Verdict> {
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("default");
-    let mut verdict = validate_object(kind, &mutated, Context::offline(namespace));
+    let mut verdict = validate_object(kind, &mutated, ReviewContext::offline(namespace));
     let mut warnings = mutation.warnings;
     warnings.append(&mut verdict.warnings);
     verdict.warnings = warnings;

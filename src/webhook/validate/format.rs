@@ -1,8 +1,11 @@
-//! Rules about one field's value alone, with no context: names, keys, URLs, buckets, paths
-//! and lengths. Each returns the sentence after the field path, or `None` when the value is fine.
+//! Format checks: rules about one field's value alone, with no context: names, keys, URLs,
+//! buckets, snapshot IDs and paths, lengths and cron expressions. Each returns the sentence
+//! after the field path, or `None` when the value is fine.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
+use super::memo;
 use crate::crd::common::{MAX_BUCKET_LENGTH, MAX_NAME_LENGTH};
 use crate::crd::schema::too_long;
 
@@ -154,4 +157,33 @@ pub fn bucket_problem(bucket: &str) -> Option<String> {
         return None;
     };
     Some(format!("bucket name {bucket:?} {why}"))
+}
+
+/// Why a snapshot is not a snapshot ID or ID prefix, if it is not.
+pub fn snapshot_id_problem(snapshot: &str) -> Option<String> {
+    (snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| format!("{snapshot:?} is not a snapshot ID or ID prefix (hexadecimal digits)"))
+}
+
+/// Why a cron expression is invalid, if it is. Verdicts are remembered in a memo bounded by
+/// bytes (see [`memo`]); the bytes it holds are [`cron_memo_bytes`].
+pub fn cron_problem(expression: &str) -> Option<String> {
+    if let Some(known) = lock_memo().get(expression) {
+        return known.clone();
+    }
+    let problem = crate::cron::parse(expression).err().map(|e| e.to_string());
+    lock_memo().insert(expression, problem.clone());
+    problem
+}
+
+/// The bytes the process-wide cron memo holds (at most [`memo::BUDGET_BYTES`]).
+pub fn cron_memo_bytes() -> usize {
+    lock_memo().bytes()
+}
+
+fn lock_memo() -> MutexGuard<'static, memo::CronMemo> {
+    static MEMO: LazyLock<Mutex<memo::CronMemo>> =
+        LazyLock::new(|| Mutex::new(memo::CronMemo::new(memo::BUDGET_BYTES)));
+    // A poisoned memo only means another review panicked mid-insert; its map is still usable.
+    MEMO.lock().unwrap_or_else(PoisonError::into_inner)
 }
