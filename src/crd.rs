@@ -9,6 +9,7 @@ pub mod backup;
 pub mod check;
 pub mod common;
 pub mod kind;
+pub mod names;
 #[allow(clippy::duplicated_attributes)]
 pub mod prune;
 #[allow(clippy::duplicated_attributes)]

@@ -97,7 +97,7 @@ impl SecretSource for ApiSecrets {
     fn secret_keys<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, SecretInfo> {
         async move {
             // The rules ask only about well-formed names; this keeps any other out of a URL.
-            if crate::webhook::validate::dns_subdomain_problem(name).is_some() {
+            if crate::crd::names::dns_subdomain_problem(name).is_some() {
                 return SecretInfo::Unknown;
             }
             match tokio::time::timeout(self.timeout, self.get(namespace, name)).await {

@@ -7,27 +7,8 @@ use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use super::memo;
 use crate::crd::common::{MAX_BUCKET_LENGTH, MAX_NAME_LENGTH};
-use crate::crd::schema::too_long;
-
-/// Why a name is not a valid Kubernetes object name (RFC 1123 subdomain), if it is not.
-pub fn dns_subdomain_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("must not be empty".into());
-    }
-    if let Some(problem) = length_problem(name, MAX_NAME_LENGTH) {
-        return Some(problem);
-    }
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !valid_chars || !ends_ok(name.chars().next()) || !ends_ok(name.chars().last()) {
-        return Some(format!(
-            "{name:?} is not a valid name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
-        ));
-    }
-    None
-}
+// Name and length rules live with the types, because cluster lookups apply them too.
+pub use crate::crd::names::{dns_subdomain_problem, length_problem};
 
 /// Why a key is not a valid Secret data key, if it is not.
 pub fn secret_key_problem(key: &str) -> Option<String> {
@@ -94,13 +75,6 @@ fn has_user_info(url: &str) -> bool {
         .next()
         .unwrap_or_default();
     authority.contains('@')
-}
-
-/// Why a string is over its limit, if it is. Counted in characters, as the API server counts
-/// `maxLength`, and never quoted: it is long, and may be anything.
-pub fn length_problem(value: &str, limit: usize) -> Option<String> {
-    let length = value.chars().count();
-    (length > limit).then(|| too_long(limit as u64, length))
 }
 
 /// Why a Restore's `path` cannot be restored, if it cannot. restic names a snapshot's contents
