@@ -175,7 +175,10 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
             s3_secret_access_key,
         } => {
             let target = match (target_dir, s3_endpoint, s3_bucket) {
-                (Some(dir), None, None) => restore::Target::Dir(dir.clone()),
+                (Some(dir), None, None) => restore::Target::Dir {
+                    dir: dir.clone(),
+                    claim: claim.clone(),
+                },
                 (None, Some(endpoint), Some(bucket)) => restore::Target::S3(s3::Destination {
                     endpoint: endpoint.clone(),
                     bucket: bucket.clone(),

@@ -194,6 +194,11 @@ async fn volumes_restore_byte_identical_to_a_directory_and_to_s3() {
     ]);
     restore.assert_succeeded();
     assert_eq!(restore.report.snapshots[0].id, snapshot.id);
+    // A directory that is no claim is reported as the directory.
+    assert_eq!(
+        restore.report.restored_to,
+        Some(target.path().display().to_string())
+    );
     let expected = walk(&data.path().join("app"), false);
     assert_eq!(walk(target.path(), false), expected);
     let root = fs::metadata(target.path()).expect("target");
@@ -202,6 +207,22 @@ async fn volumes_restore_byte_identical_to_a_directory_and_to_s3() {
         fs::metadata(data.path().join("app")).expect("app").mode() & 0o7777
     );
     assert_eq!(root.mtime(), 1_500_000_200);
+
+    // Into a claim, as a Restore's Job mounts it: the status names the claim, as
+    // `kubectl explain restore.status.restoredTo` says, not the pod's mount path.
+    let claim_dir = tempfile::tempdir().expect("temp dir");
+    let restore = Agent::new(&repository, "shop").run(&[
+        "restore",
+        "--path",
+        "/data/app",
+        "--claim",
+        "app-copy",
+        "--target-dir",
+        &claim_dir.path().display().to_string(),
+    ]);
+    restore.assert_succeeded();
+    assert_eq!(restore.report.restored_to.as_deref(), Some("pvc/app-copy"));
+    assert_eq!(walk(claim_dir.path(), false), expected);
 
     // To S3 as one .tar.gz whose root is the PVC's contents.
     s3.create_bucket("downloads").await;

@@ -36,8 +36,13 @@ use to_s3::restore_to_s3;
 /// Where a restore writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// A directory, normally the mounted target PVC.
-    Dir(PathBuf),
+    /// A directory: the mounted target PVC, when `claim` names it.
+    Dir {
+        /// Where the files go.
+        dir: PathBuf,
+        /// The claim mounted there, which the status names instead of the pod's mount path.
+        claim: Option<String>,
+    },
     /// One `.tar.gz` object in an S3 bucket.
     S3(Destination),
 }
@@ -72,9 +77,13 @@ pub async fn run(
         }
     };
     let (restored_to, summary) = match target {
-        Target::Dir(dir) => {
+        Target::Dir { dir, claim } => {
             restore_to_dir(ctx, &snapshot, &path, node.as_ref(), dir).await?;
-            (dir.display().to_string(), Summary::default())
+            let restored_to = match claim.as_deref().map(str::trim) {
+                Some(claim) if !claim.is_empty() => format!("pvc/{claim}"),
+                _ => dir.display().to_string(),
+            };
+            (restored_to, Summary::default())
         }
         Target::S3(destination) => {
             let run = ctx.run_name.as_deref().unwrap_or("restore");

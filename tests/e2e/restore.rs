@@ -180,7 +180,11 @@ fn restore_to_s3_and_to_pvc_yields_the_backed_up_bytes() {
         "restore-to-pvc",
         &bucket,
     ));
-    ns.wait_run_succeeded("restore", "restore-to-pvc", Duration::from_secs(180));
+    let done = ns.wait_run_succeeded("restore", "restore-to-pvc", Duration::from_secs(180));
+    assert_eq!(
+        done["status"]["restoredTo"], "pvc/mariadb-restored",
+        "status.restoredTo names the claim, as its field doc says"
+    );
     assert_files_under(&host_dir_of(&ns, "mariadb-restored"));
 }
 
