@@ -87,14 +87,15 @@ fn webhooks(docs: &[Value]) -> Vec<&Value> {
 }
 
 fn openssl(args: &[&str], files: &[(&str, &[u8])]) -> String {
-    let dir = std::env::temp_dir().join(format!("baas-chart-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    // One directory per call: tests run in parallel threads of one process, and a shared
+    // directory let one test read another's certificate.
+    let dir = tempfile::tempdir().expect("temp dir");
     for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).expect("write");
+        std::fs::write(dir.path().join(name), bytes).expect("write");
     }
     let out = Command::new("openssl")
         .args(args)
-        .current_dir(&dir)
+        .current_dir(dir.path())
         .output()
         .expect("openssl runs");
     format!(
