@@ -9,6 +9,7 @@ use kube::{Api, ResourceExt};
 use super::connect::Connection;
 use super::error::{PluginError, PluginResult};
 use crate::crd::{Backend, Schedule, SecretKeyRef};
+use crate::job::{self, env};
 
 /// The Schedule named `wanted`, or the namespace's only one.
 pub async fn schedule(conn: &Connection, wanted: Option<&str>) -> PluginResult<Schedule> {
@@ -62,17 +63,17 @@ pub async fn credentials(conn: &Connection, backend: &Backend) -> PluginResult<C
     let s3 = &backend.s3;
     Ok(Credentials {
         env: vec![
-            ("RESTIC_REPOSITORY", crate::job::repository_url(backend)),
+            (env::ENV_REPOSITORY, job::repository_url(backend)),
             (
-                "RESTIC_PASSWORD",
+                env::ENV_PASSWORD,
                 secret_value(&secrets, password, namespace).await?,
             ),
             (
-                "AWS_ACCESS_KEY_ID",
+                env::ENV_ACCESS_KEY_ID,
                 secret_value(&secrets, &s3.access_key_id_secret_ref, namespace).await?,
             ),
             (
-                "AWS_SECRET_ACCESS_KEY",
+                env::ENV_SECRET_ACCESS_KEY,
                 secret_value(&secrets, &s3.secret_access_key_secret_ref, namespace).await?,
             ),
         ],
