@@ -17,6 +17,8 @@ pub mod restore;
 #[allow(clippy::duplicated_attributes)]
 pub mod schedule;
 pub mod schema;
+#[allow(clippy::duplicated_attributes)]
+pub mod verify;
 
 pub use backup::{Backup, BackupSpec};
 pub use check::{Check, CheckSpec};
@@ -29,6 +31,7 @@ pub use prune::{Prune, PruneSpec};
 pub use restore::{Restore, RestoreSpec};
 pub use schedule::{Schedule, ScheduleSpec, ScheduleStatus};
 pub use schema::{schema_problems, strict_schema};
+pub use verify::{AppCheck, Verify, VerifySpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -46,6 +49,7 @@ pub fn crd_of(kind: Kind) -> CustomResourceDefinition {
         Kind::Check => Check::crd(),
         Kind::Prune => Prune::crd(),
         Kind::Restore => Restore::crd(),
+        Kind::Verify => Verify::crd(),
     }
 }
 

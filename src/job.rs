@@ -17,6 +17,7 @@ pub mod names;
 pub mod placement;
 pub mod plan;
 pub mod status;
+pub mod verify;
 
 pub use crate::crd::Operation;
 pub use env::ENV_BACKUP_PODS;
@@ -25,6 +26,7 @@ pub use names::{
     LABEL_SCHEDULE, MANAGER, MAX_NAME, RunMeta, agent_hostname, dns_label, job_name, label_value,
     repository_label, repository_url, run_labels, run_name,
 };
+pub use verify::{APP_CHECK_CONTAINER, build_verify_job};
 pub use plan::{
     ANNOTATION_SELECTED_NODE, BackupJobPlan, BackupPlan, BackupPod, backup_command,
     node_using_claim, plan_backup,
@@ -32,6 +34,8 @@ pub use plan::{
 
 use env::{base_env, plain_env, secret_env};
 
+/// Name of the container that runs `baas agent` in every Job.
+pub const AGENT_CONTAINER: &str = "agent";
 /// Where backed-up PVCs are mounted, one subdirectory per claim.
 pub const DATA_DIR: &str = "/data";
 /// Where a restore's target PVC is mounted, one subdirectory named after the claim.
@@ -74,7 +78,7 @@ impl Default for JobSettings {
     }
 }
 
-/// What differs between the Jobs of the four operations.
+/// What differs between the Jobs of the five operations.
 struct JobShape {
     name: String,
     env: Vec<EnvVar>,
@@ -114,7 +118,7 @@ fn build_job(run: &RunMeta, backend: &Backend, shape: JobShape, settings: &JobSe
         })
         .collect();
     let container = Container {
-        name: "agent".into(),
+        name: AGENT_CONTAINER.into(),
         image: Some(settings.image.clone()),
         command: Some(vec!["baas".into(), "agent".into(), run.op.as_str().into()]),
         env: Some(env),
@@ -299,6 +303,13 @@ pub fn build_restore_job(
     }
     if let Some(path) = spec.path.as_deref().filter(|s| !s.trim().is_empty()) {
         env.push(plain_env(env::ENV_RESTORE_PATH, path.trim()));
+    }
+    if let Some(source) = spec
+        .source_namespace
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    {
+        env.push(plain_env(env::ENV_SOURCE_NAMESPACE, source.trim()));
     }
     let mut mounts = Vec::new();
     match (&spec.restore_method.s3, &spec.restore_method.pvc) {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod cron;
+pub mod duration;
 pub mod error;
 pub mod job;
 pub mod lookup;

@@ -161,6 +161,7 @@ async fn dispatch(cli: PluginCli) -> PluginResult<Report> {
         Verb::Backup(args) => backup::run(&conn, &global, args, Operation::Backup).await,
         Verb::Check(args) => backup::run(&conn, &global, args, Operation::Check).await,
         Verb::Prune(args) => backup::run(&conn, &global, args, Operation::Prune).await,
+        Verb::Verify(args) => backup::run(&conn, &global, args, Operation::Verify).await,
         Verb::Snapshots(args) => snapshots::run(&conn, &global, args).await.map(listed),
         Verb::Restore(args) => restore::run(&conn, &global, args).await,
         Verb::Completion(_) => Ok(Report::default()),

@@ -107,3 +107,67 @@ fn schedule_that_succeeded_recently_is_quiet_even_when_old() {
 "#,
     );
 }
+
+#[test]
+fn verification_older_than_the_schedules_own_bound_alerts_and_a_fresh_one_is_quiet() {
+    let Some(_) = promtool() else { return };
+    // Two Schedules created at 0 with a bound of 2 h. "fresh" last verified a snapshot taken
+    // at 3 h (10800 s); "stale" verified one taken at 10 minutes and none since. At 4 h the
+    // stale one's newest verified snapshot is 3 h 50 m old: over its bound, and over the 15 m
+    // of `for`. A Schedule without `verify` (no bound) never alerts.
+    assert_passes(
+        r#"  - interval: 1m
+    input_series:
+      - series: 'baas_schedule_created_timestamp_seconds{namespace="shop",schedule="fresh"}'
+        values: '0x300'
+      - series: 'baas_schedule_created_timestamp_seconds{namespace="shop",schedule="stale"}'
+        values: '0x300'
+      - series: 'baas_schedule_created_timestamp_seconds{namespace="shop",schedule="plain"}'
+        values: '0x300'
+      - series: 'baas_verify_max_age_seconds{namespace="shop",schedule="fresh"}'
+        values: '7200x300'
+      - series: 'baas_verify_max_age_seconds{namespace="shop",schedule="stale"}'
+        values: '7200x300'
+      - series: 'baas_last_verified_backup_timestamp_seconds{namespace="shop",schedule="fresh"}'
+        values: '_x180 10800x120'
+      - series: 'baas_last_verified_backup_timestamp_seconds{namespace="shop",schedule="stale"}'
+        values: '600x300'
+    alert_rule_test:
+      - eval_time: 1h
+        alertname: BaasVerifiedBackupTooOld
+        exp_alerts: []
+      - eval_time: 4h
+        alertname: BaasVerifiedBackupTooOld
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: shop, schedule: stale}
+            exp_annotations:
+              summary: "No snapshot of shop/stale newer than its verify.maxAge has been proven to restore"
+              description: "kubectl -n shop get verifies shows the last verifications; status.verified and status.errors name each snapshot and what failed (docs/verify.md)."
+"#,
+    );
+}
+
+#[test]
+fn schedule_whose_verification_never_succeeded_alerts_once_its_bound_has_passed() {
+    let Some(_) = promtool() else { return };
+    assert_passes(
+        r#"  - interval: 1m
+    input_series:
+      - series: 'baas_schedule_created_timestamp_seconds{namespace="shop",schedule="new"}'
+        values: '0x300'
+      - series: 'baas_verify_max_age_seconds{namespace="shop",schedule="new"}'
+        values: '3600x300'
+    alert_rule_test:
+      - eval_time: 50m
+        alertname: BaasVerifiedBackupTooOld
+        exp_alerts: []
+      - eval_time: 90m
+        alertname: BaasVerifiedBackupTooOld
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: shop, schedule: new}
+            exp_annotations:
+              summary: "No snapshot of shop/new newer than its verify.maxAge has been proven to restore"
+              description: "kubectl -n shop get verifies shows the last verifications; status.verified and status.errors name each snapshot and what failed (docs/verify.md)."
+"#,
+    );
+}

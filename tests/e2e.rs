@@ -34,3 +34,5 @@ mod schedule;
 mod secrets;
 #[path = "e2e/seed.rs"]
 mod seed;
+#[path = "e2e/verify.rs"]
+mod verify;

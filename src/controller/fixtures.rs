@@ -46,6 +46,25 @@ pub fn pod_terminated(job: &str, exit_code: i32, reason: &str, message: Option<S
     .expect("test pod")
 }
 
+/// The pod of a verification with an application check: the agent ended as an init
+/// container with `report`, then the check exited with `check_exit` and `check_output`.
+pub fn pod_verified(job: &str, report: &RunReport, check_exit: i32, check_output: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{job}-abcde"), "labels": {"batch.kubernetes.io/job-name": job}, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {
+            "initContainerStatuses": [{
+                "name": "agent", "image": "baas", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": report.to_termination_message()}},
+            }],
+            "containerStatuses": [{
+                "name": "app-check", "image": "mariadb", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": check_exit, "reason": if check_exit == 0 { "Completed" } else { "Error" }, "message": check_output}},
+            }],
+        },
+    }))
+    .expect("test pod")
+}
+
 pub fn pod_waiting(job: &str, reason: &str, message: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": format!("{job}-abcde"), "labels": {"batch.kubernetes.io/job-name": job}, "creationTimestamp": "2026-01-01T00:00:00Z"},

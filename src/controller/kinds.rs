@@ -1,5 +1,5 @@
-//! The run kinds (Backup, Check, Prune, Restore) as the controllers see them: one trait, so
-//! the caches, the watches and the run reconciler serve all four with one body.
+//! The run kinds (Backup, Check, Prune, Restore, Verify) as the controllers see them: one
+//! trait, so the caches, the watches and the run reconciler serve all five with one body.
 
 use std::fmt::Debug;
 
@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{
-    Backend, Backup, Check, Operation, Prune, Restore, RestoreSpec, Retention, RunStatus,
+    Backend, Backup, Check, Operation, Prune, Restore, RestoreSpec, Retention, RunStatus, Verify,
+    VerifySpec,
 };
 
 /// What the reconciler needs from each run kind.
@@ -49,9 +50,11 @@ pub enum JobRequest<'a> {
     Prune(Option<&'a Retention>),
     /// One restore Job, on the node that mounts the target PVC, if one does.
     Restore(&'a RestoreSpec),
+    /// One verification Job, with the application check if the run has one.
+    Verify(&'a VerifySpec),
 }
 
-/// The four run kinds share their spec and status layout, so one body serves them all.
+/// The five run kinds share their spec and status layout, so one body serves them all.
 macro_rules! impl_run_kind {
     ($($kind:ident => $op:ident, $request:ident),+ $(,)?) => {$(
         impl RunKind for $kind {
@@ -83,6 +86,7 @@ impl_run_kind!(
     Check => Check, check_request,
     Prune => Prune, prune_request,
     Restore => Restore, restore_request,
+    Verify => Verify, verify_request,
 );
 
 fn backup_request(_: &Backup) -> JobRequest<'_> {
@@ -99,4 +103,8 @@ fn prune_request(prune: &Prune) -> JobRequest<'_> {
 
 fn restore_request(restore: &Restore) -> JobRequest<'_> {
     JobRequest::Restore(&restore.spec)
+}
+
+fn verify_request(verify: &Verify) -> JobRequest<'_> {
+    JobRequest::Verify(&verify.spec)
 }

@@ -25,10 +25,16 @@ pub struct Metrics {
     pub runs_finished: Family<Labels, Counter>,
     /// Unix time of the last Succeeded backup, by namespace and Schedule.
     pub last_successful_backup: Family<Labels, Gauge>,
-    /// Unix time a Schedule with a backup section was created: the age an alert measures
-    /// while the Schedule has never succeeded.
+    /// Unix time a Schedule with a backup or verify section was created: the age an alert
+    /// measures while the Schedule has never succeeded.
     pub schedule_created: Family<Labels, Gauge>,
-    /// The (namespace, Schedule) pairs the two gauges above hold, so a deleted Schedule's
+    /// Unix time the newest snapshot a successful verification proved to restore was taken,
+    /// by namespace and Schedule.
+    pub last_verified_backup: Family<Labels, Gauge>,
+    /// The Schedule's `verify.maxAge` in seconds: the age of the newest verified snapshot at
+    /// which the alert fires.
+    pub verify_max_age: Family<Labels, Gauge>,
+    /// The (namespace, Schedule) pairs the gauges above hold, so a deleted Schedule's
     /// series can be removed instead of alerting forever.
     schedules: Arc<Mutex<BTreeSet<(String, String)>>>,
     /// Seconds from a cron tick to the creation of the run's first Job.
@@ -46,6 +52,8 @@ impl Default for Metrics {
             runs_finished: Family::default(),
             last_successful_backup: Family::default(),
             schedule_created: Family::default(),
+            last_verified_backup: Family::default(),
+            verify_max_age: Family::default(),
             schedules: Arc::default(),
             tick_to_job_seconds: Histogram::new(buckets),
             api_requests: Family::default(),
@@ -80,8 +88,18 @@ impl Metrics {
         );
         registry.register(
             "schedule_created_timestamp_seconds",
-            "Unix time when a Schedule with a backup section was created",
+            "Unix time when a Schedule with a backup or verify section was created",
             metrics.schedule_created.clone(),
+        );
+        registry.register(
+            "last_verified_backup_timestamp_seconds",
+            "Unix time when the newest snapshot that a verification proved to restore was taken",
+            metrics.last_verified_backup.clone(),
+        );
+        registry.register(
+            "verify_max_age_seconds",
+            "How old the newest verified snapshot of a Schedule may be (its verify.maxAge)",
+            metrics.verify_max_age.clone(),
         );
         registry.register(
             "tick_to_job_seconds",
@@ -137,6 +155,34 @@ impl Metrics {
         }
     }
 
+    /// Records a Schedule's verification: when it was created, the bound of its alert and, once
+    /// a verification has succeeded, when the newest snapshot it proved was taken.
+    pub fn schedule_verify(
+        &self,
+        namespace: &str,
+        schedule: &str,
+        created: i64,
+        max_age_seconds: i64,
+        last_verified: Option<i64>,
+    ) {
+        let labels = vec![
+            ("namespace", namespace.to_string()),
+            ("schedule", schedule.to_string()),
+        ];
+        self.schedule_created.get_or_create(&labels).set(created);
+        self.verify_max_age
+            .get_or_create(&labels)
+            .set(max_age_seconds);
+        if let Some(verified) = last_verified {
+            self.last_verified_backup
+                .get_or_create(&labels)
+                .set(verified);
+        }
+        if let Ok(mut known) = self.schedules.lock() {
+            known.insert((namespace.to_string(), schedule.to_string()));
+        }
+    }
+
     /// Removes the series of every Schedule not in `live`.
     pub fn forget_schedules_except(&self, live: &BTreeSet<(String, String)>) {
         let Ok(mut known) = self.schedules.lock() else {
@@ -149,6 +195,8 @@ impl Metrics {
             ];
             self.schedule_created.remove(&labels);
             self.last_successful_backup.remove(&labels);
+            self.last_verified_backup.remove(&labels);
+            self.verify_max_age.remove(&labels);
         }
         known.retain(|k| live.contains(k));
     }

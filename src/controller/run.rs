@@ -1,4 +1,4 @@
-//! Runs (Backup, Check, Prune, Restore) become Jobs, and their Jobs' outcome becomes the run's
+//! Runs (Backup, Check, Prune, Restore, Verify) become Jobs, and their Jobs' outcome becomes the run's
 //! status. Every run ends in a terminal state: when its Job fails, is deleted, cannot start, or
 //! could never be created.
 //!

@@ -17,8 +17,9 @@ use tracing::{debug, info, warn};
 
 use super::context::{Context, FIELD_MANAGER, now_seconds, requeue_after_error};
 use super::run::condition;
+use crate::crd::schedule::DEFAULT_VERIFY_MAX_AGE;
 use crate::crd::{
-    Backup, Check, DEFAULT_KEEP_JOBS, Kind, Operation, Prune, Schedule, ScheduleStatus,
+    Backup, Check, DEFAULT_KEEP_JOBS, Kind, Operation, Prune, Schedule, ScheduleStatus, Verify,
 };
 use crate::job::run_name;
 use crate::{Error, Result};
@@ -26,6 +27,7 @@ pub use runs::schedule_run_meta;
 use runs::{ScheduledKind, create_run, listed_runs, owned_runs, trim_history};
 pub use tick::{
     OwnedRun, TickDecision, catch_up_last_run, changed_beyond_ticks, decide_tick, last_outcome,
+    last_verified,
 };
 
 /// Reconciles one Schedule.
@@ -60,6 +62,7 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
     pass.operation::<Backup>().await?;
     pass.operation::<Check>().await?;
     pass.operation::<Prune>().await?;
+    pass.operation::<Verify>().await?;
     pass.finish(generation).await
 }
 
@@ -167,14 +170,36 @@ impl Pass<'_> {
         } else {
             decision.next.map(Time)
         };
+        let created = self.created.map_or(0, |t| t.as_second());
         if op == Operation::Backup {
-            let created = self.created.map_or(0, |t| t.as_second());
             ctx.metrics.schedule_backup(
                 namespace,
                 name,
                 created,
                 op_status.last_success.as_ref().map(|t| t.0.as_second()),
             );
+        }
+        if op == Operation::Verify {
+            op_status.last_verified_snapshot = last_verified(&op_status, &runs);
+            let max_age = schedule
+                .spec
+                .verify
+                .as_ref()
+                .and_then(|v| v.max_age.as_deref())
+                .unwrap_or(DEFAULT_VERIFY_MAX_AGE);
+            match crate::duration::parse(max_age) {
+                Ok(bound) => ctx.metrics.schedule_verify(
+                    namespace,
+                    name,
+                    created,
+                    i64::try_from(bound.as_secs()).unwrap_or(i64::MAX),
+                    op_status
+                        .last_verified_snapshot
+                        .as_ref()
+                        .map(|t| t.0.as_second()),
+                ),
+                Err(error) => self.problems.push(format!("spec.verify.maxAge: {error}")),
+            }
         }
         let keep = usize::try_from(spec.keep_jobs.unwrap_or(DEFAULT_KEEP_JOBS)).unwrap_or(0);
         trim_history::<K>(ctx, schedule, &runs, keep).await?;

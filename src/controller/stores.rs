@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
 use super::kinds::RunKind;
-use crate::crd::{Backup, Check, Prune, Restore};
+use crate::crd::{Backup, Check, Prune, Restore, Verify};
 
 /// The caches of run objects kept by the run controllers, read by the Schedule reconciler
 /// (history, last state) and for repository exclusivity without extra API calls.
@@ -25,9 +25,11 @@ pub struct Stores {
     pub prunes: Store<Prune>,
     /// Every Restore.
     pub restores: Store<Restore>,
+    /// Every Verify.
+    pub verifies: Store<Verify>,
     /// Every Job the operator made, without their specs.
     pub jobs: Store<JobState>,
-    /// Set once the Backup, Check, Prune and Job caches hold the cluster's state; until then
+    /// Set once the Backup, Check, Prune, Verify and Job caches hold the cluster's state; until then
     /// the reconcilers ask the API server instead.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// The webhook's caches of PVCs and pods, for planning backups without API calls.
@@ -42,6 +44,7 @@ impl Stores {
             checks: kube::runtime::reflector::store().0,
             prunes: kube::runtime::reflector::store().0,
             restores: kube::runtime::reflector::store().0,
+            verifies: kube::runtime::reflector::store().0,
             jobs: kube::runtime::reflector::store().0,
             ready: Arc::default(),
             cluster: None,
@@ -97,6 +100,7 @@ impl Stores {
         ready(&self.backups).await;
         ready(&self.checks).await;
         ready(&self.prunes).await;
+        ready(&self.verifies).await;
         ready(&self.jobs).await;
         self.ready.store(true, std::sync::atomic::Ordering::Release);
         tracing::debug!("run caches are ready");

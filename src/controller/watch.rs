@@ -22,7 +22,7 @@ use super::metrics::Metrics;
 use super::stores::{JobState, Stores, strip_meta, strip_run};
 use super::{run, schedule};
 use crate::Result;
-use crate::crd::{Backup, Check, Kind, Prune, Restore, Schedule};
+use crate::crd::{Backup, Check, Kind, Prune, Restore, Schedule, Verify};
 use crate::job::{LABEL_MANAGED_BY, MANAGER};
 use crate::serve::shutdown_signal;
 
@@ -176,7 +176,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs the five controllers until shutdown. Each kind is watched once: Jobs feed the four run
+/// Runs the six controllers until shutdown. Each kind is watched once: Jobs feed the five run
 /// controllers (by owner kind), runs feed their own controller and the Schedule controller.
 pub async fn run_controllers(
     client: Client,
@@ -189,6 +189,7 @@ pub async fn run_controllers(
     let check_jobs = jobs.route(owned_by::<Check>);
     let prune_jobs = jobs.route(owned_by::<Prune>);
     let restore_jobs = jobs.route(owned_by::<Restore>);
+    let verify_jobs = jobs.route(owned_by::<Verify>);
     let mut backups = Feed::<Backup>::new();
     let backup_runs = backups.route(everything);
     let scheduled_backups = backups.route(created_by_schedule);
@@ -200,6 +201,9 @@ pub async fn run_controllers(
     let scheduled_prunes = prunes.route(created_by_schedule);
     let mut restores = Feed::<Restore>::new();
     let restore_runs = restores.route(everything);
+    let mut verifies = Feed::<Verify>::new();
+    let verify_runs = verifies.route(everything);
+    let scheduled_verifies = verifies.route(created_by_schedule);
     let mut schedules = Feed::<Schedule>::new();
     let schedule_triggers = schedules.route(everything);
 
@@ -208,6 +212,7 @@ pub async fn run_controllers(
         checks: checks.store.clone(),
         prunes: prunes.store.clone(),
         restores: restores.store.clone(),
+        verifies: verifies.store.clone(),
         jobs: jobs.store.clone(),
         ready: Arc::default(),
         cluster,
@@ -225,6 +230,7 @@ pub async fn run_controllers(
         .owns_stream(scheduled_backups)
         .owns_stream(scheduled_checks)
         .owns_stream(scheduled_prunes)
+        .owns_stream(scheduled_verifies)
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown_signal());
 
@@ -250,6 +256,9 @@ pub async fn run_controllers(
         restores
             .run(Api::all(client.clone()), all(), strip_run::<Restore>)
             .boxed(),
+        verifies
+            .run(Api::all(client.clone()), all(), strip_run::<Verify>)
+            .boxed(),
         schedules
             .run(Api::all(client.clone()), all(), |s: &mut Schedule| {
                 strip_meta(&mut s.metadata)
@@ -258,7 +267,7 @@ pub async fn run_controllers(
     ]);
 
     let context = Arc::new(Context::new(client, settings, metrics, stores.clone()));
-    info!("reconciling Schedules, Backups, Checks, Prunes and Restores");
+    info!("reconciling Schedules, Backups, Checks, Prunes, Restores and Verifies");
     let controllers = async {
         tokio::join!(
             schedule_controller
@@ -271,6 +280,12 @@ pub async fn run_controllers(
                 restore_runs,
                 stores.restores.clone(),
                 restore_jobs,
+                &context
+            ),
+            run_controller(
+                verify_runs,
+                stores.verifies.clone(),
+                verify_jobs,
                 &context
             ),
         );

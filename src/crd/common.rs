@@ -273,7 +273,7 @@ pub struct Summary {
     pub snapshots_kept: Option<u64>,
 }
 
-/// The status every run kind (Backup, Check, Prune, Restore) reports.
+/// The status every run kind (Backup, Check, Prune, Restore, Verify) reports.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunStatus {
@@ -316,6 +316,9 @@ pub struct RunStatus {
     /// Wall-clock duration of the work in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+    /// Verify runs that succeeded: when the newest snapshot they proved to restore was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_verified_snapshot: Option<Time>,
     /// Where a restore put the data (`s3://bucket/object` or `pvc/<claimName>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_to: Option<String>,
@@ -341,6 +344,7 @@ impl RunStatus {
             state: self.state,
             started_at: self.started_at.clone(),
             finished_at: self.finished_at.clone(),
+            newest_verified_snapshot: self.newest_verified_snapshot.clone(),
             ..RunStatus::default()
         }
     }

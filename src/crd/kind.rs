@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-/// The five kinds of `backup.appuio.ch/v1alpha1`.
+/// The six kinds of `backup.appuio.ch/v1alpha1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// Cron schedules for backup, check and prune of one repository.
@@ -17,16 +17,19 @@ pub enum Kind {
     Prune,
     /// One restore of a snapshot to S3 or a PVC.
     Restore,
+    /// One verification that the newest snapshots of a namespace restore.
+    Verify,
 }
 
 impl Kind {
     /// Every kind, in the order users meet them.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Schedule,
         Kind::Backup,
         Kind::Check,
         Kind::Prune,
         Kind::Restore,
+        Kind::Verify,
     ];
 
     /// The kind's name, as in `kind:` of a manifest.
@@ -37,6 +40,7 @@ impl Kind {
             Kind::Check => "Check",
             Kind::Prune => "Prune",
             Kind::Restore => "Restore",
+            Kind::Verify => "Verify",
         }
     }
 
@@ -53,6 +57,7 @@ impl Kind {
             Kind::Check => Some(Operation::Check),
             Kind::Prune => Some(Operation::Prune),
             Kind::Restore => Some(Operation::Restore),
+            Kind::Verify => Some(Operation::Verify),
         }
     }
 }
@@ -63,7 +68,7 @@ impl fmt::Display for Kind {
     }
 }
 
-/// The four operations a run can be.
+/// The five operations a run can be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
     /// `restic backup` of PVCs and backup commands.
@@ -74,11 +79,27 @@ pub enum Operation {
     Prune,
     /// `restic restore` or `restic dump`.
     Restore,
+    /// `restic restore --verify` of the newest snapshots into scratch space.
+    Verify,
 }
 
 impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 5] = [
+        Operation::Backup,
+        Operation::Check,
+        Operation::Prune,
+        Operation::Restore,
+        Operation::Verify,
+    ];
+
     /// The operations a Schedule runs on its cron schedules, in the order of its spec.
-    pub const SCHEDULED: [Operation; 3] = [Operation::Backup, Operation::Check, Operation::Prune];
+    pub const SCHEDULED: [Operation; 4] = [
+        Operation::Backup,
+        Operation::Check,
+        Operation::Prune,
+        Operation::Verify,
+    ];
 
     /// Lowercase name, as in labels and `baas agent <op>`.
     pub fn as_str(self) -> &'static str {
@@ -87,6 +108,7 @@ impl Operation {
             Operation::Check => "check",
             Operation::Prune => "prune",
             Operation::Restore => "restore",
+            Operation::Verify => "verify",
         }
     }
 
@@ -97,6 +119,7 @@ impl Operation {
             Operation::Check => Kind::Check,
             Operation::Prune => Kind::Prune,
             Operation::Restore => Kind::Restore,
+            Operation::Verify => Kind::Verify,
         }
     }
 }

@@ -69,6 +69,13 @@ pub struct RestoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_PATH_LENGTH))]
     pub path: Option<String>,
+    /// The namespace whose snapshots are restored: default this Restore's own. Set it to
+    /// rebuild a lost namespace in a new one from the same repository. Anyone holding the
+    /// repository's credentials can read every namespace's snapshots in it, so this grants
+    /// nothing beyond them; this namespace must hold the Secrets that `backend` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub source_namespace: Option<String>,
     /// URL of a Prometheus Pushgateway that receives the metrics of this run.
     #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_URL_LENGTH))]

@@ -9,9 +9,10 @@ use super::backup::BackupSpec;
 use super::check::CheckSpec;
 use super::common::{Backend, MAX_CRON_LENGTH, MAX_URL_LENGTH, Retention};
 use super::prune::PruneSpec;
+use super::verify::{AppCheck, VerifySpec};
 
-/// Recurring backup, check and prune of one restic repository. At each cron tick the operator
-/// creates a Backup, Check or Prune object owned by this Schedule.
+/// Recurring backup, check, prune and verification of one restic repository. At each cron tick
+/// the operator creates a Backup, Check, Prune or Verify object owned by this Schedule.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "backup.appuio.ch",
@@ -49,6 +50,12 @@ use super::prune::PruneSpec;
         description = "How the last finished backup ended"
     ),
     printcolumn(
+        name = "Verified",
+        type_ = "date",
+        json_path = ".status.verify.lastVerifiedSnapshot",
+        description = "When the newest snapshot proven to restore was taken"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -73,6 +80,10 @@ pub struct ScheduleSpec {
     /// forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSchedule>,
+    /// When to prove that the namespace's newest snapshots restore: each is restored into
+    /// scratch space and checked (see `docs/verify.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySchedule>,
     /// Stop creating runs while true; runs already started go on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
@@ -107,6 +118,16 @@ impl ScheduleSpec {
             retention: Some(Retention::effective(
                 prune.and_then(|p| p.retention.as_ref()),
             )),
+        }
+    }
+
+    /// The spec of a Verify run of this Schedule.
+    pub fn verify_spec(&self) -> VerifySpec {
+        let verify = self.verify.as_ref();
+        VerifySpec {
+            backend: self.backend.clone(),
+            app_check: verify.and_then(|v| v.app_check.clone()),
+            prom_url: verify.and_then(|v| v.prom_url.clone()),
         }
     }
 }
@@ -163,6 +184,34 @@ pub struct PruneSchedule {
     pub prom_url: Option<String>,
 }
 
+/// `verify.maxAge` when the Schedule does not set it: a daily verification of daily backups
+/// leaves a day to notice a failure before the alert fires.
+pub const DEFAULT_VERIFY_MAX_AGE: &str = "48h";
+
+/// The verification part of a Schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySchedule {
+    /// Standard 5-field cron expression in UTC or a macro such as `@daily`.
+    #[schemars(length(max = MAX_CRON_LENGTH))]
+    pub schedule: String,
+    /// How many finished Verify objects (and their Jobs) to keep. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_jobs: Option<i32>,
+    /// How old the newest snapshot proven to restore may be before the `BaasVerifiedBackupTooOld`
+    /// alert fires: a number with a unit, `s`, `m`, `h` or `d` (`36h`, `7d`). Default `48h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub max_age: Option<String>,
+    /// A check of the restored data by the application itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_check: Option<AppCheck>,
+    /// URL of a Prometheus Pushgateway that receives the metrics of every verification.
+    #[serde(default, rename = "promURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_URL_LENGTH))]
+    pub prom_url: Option<String>,
+}
+
 /// What the operator knows about a Schedule.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -183,6 +232,9 @@ pub struct ScheduleStatus {
     /// Prunes of this Schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<OperationStatus>,
+    /// Verifications of this Schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<OperationStatus>,
 }
 
 /// Last and next run of one operation of a Schedule.
@@ -204,6 +256,10 @@ pub struct OperationStatus {
     /// The next cron tick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<Time>,
+    /// Verifications only: when the newest snapshot that a successful verification proved to
+    /// restore was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_snapshot: Option<Time>,
 }
 
 #[cfg(test)]
@@ -227,6 +283,7 @@ mod tests {
             }),
             check: None,
             prune,
+            verify: None,
             suspend: None,
         }
     }

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Everyday backups from the command line: status, one-off runs, snapshots and restores.
 ///
 /// `kubectl baas` talks to the cluster with your kubeconfig and your own rights: it creates
-/// Backup, Check, Prune and Restore objects, and the operator in the cluster runs them.
+/// Backup, Check, Prune, Restore and Verify objects, and the operator in the cluster runs them.
 #[derive(Parser, Debug)]
 #[command(
     name = "kubectl-baas",
@@ -81,6 +81,9 @@ pub enum Verb {
     Check(RunArgs),
     /// Start a prune with a Schedule's retention now and follow it to the end.
     Prune(RunArgs),
+    /// Verify now that the namespace's newest snapshots restore, as a Schedule's `verify`
+    /// ticks do (with its application check), and follow it to the end.
+    Verify(RunArgs),
     /// List the namespace's snapshots in its Schedule's repository: time, host, paths, size.
     ///
     /// The repository password and S3 keys are read from the Secrets the Schedule references,
@@ -185,21 +188,7 @@ pub enum CompletionShell {
 
 /// `90s`, `30m`, `2h` or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let count: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 90s, 30m or 2h"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("{text:?}: the unit must be s, m or h")),
-    };
-    Ok(Duration::from_secs(count.saturating_mul(seconds)))
+    crate::duration::parse(text)
 }
 
 #[cfg(test)]
@@ -266,7 +255,15 @@ mod tests {
     fn every_verb_has_help() {
         use clap::CommandFactory;
         let command = PluginCli::command();
-        for verb in ["status", "backup", "check", "prune", "snapshots", "restore"] {
+        for verb in [
+            "status",
+            "backup",
+            "check",
+            "prune",
+            "verify",
+            "snapshots",
+            "restore",
+        ] {
             let sub = command
                 .find_subcommand(verb)
                 .unwrap_or_else(|| panic!("no verb {verb}"));

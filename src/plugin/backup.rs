@@ -13,7 +13,7 @@ use super::follow::{outcome, succeeded, until_finished};
 use super::output::structured;
 use crate::controller::run::RunKind;
 use crate::controller::schedule::schedule_run_meta;
-use crate::crd::{Backup, Check, Operation, Prune, Schedule};
+use crate::crd::{Backup, Check, Operation, Prune, Schedule, Verify};
 
 /// A run started by hand, of the Schedule's operation.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +24,8 @@ pub enum OneOff {
     Check(Check),
     /// `kubectl baas prune`.
     Prune(Prune),
+    /// `kubectl baas verify`.
+    Verify(Verify),
 }
 
 /// The run object for `op` from `schedule`: its spec as a tick would make it, owned by the
@@ -53,6 +55,11 @@ pub fn build_run(schedule: &Schedule, op: Operation) -> PluginResult<OneOff> {
         Operation::Prune => OneOff::Prune(Prune {
             metadata,
             spec: spec.prune_spec(),
+            status: None,
+        }),
+        Operation::Verify => OneOff::Verify(Verify {
+            metadata,
+            spec: spec.verify_spec(),
             status: None,
         }),
         Operation::Restore => {
@@ -109,6 +116,7 @@ pub async fn run(
         OneOff::Backup(run) => start_and_follow(conn, global, &args.wait, run, None).await,
         OneOff::Check(run) => start_and_follow(conn, global, &args.wait, run, None).await,
         OneOff::Prune(run) => start_and_follow(conn, global, &args.wait, run, None).await,
+        OneOff::Verify(run) => start_and_follow(conn, global, &args.wait, run, None).await,
     }
 }
 

@@ -142,7 +142,8 @@ pub fn plan(words: &[String]) -> Plan {
                 }
             }
         }
-        if ["backup", "check", "prune"].contains(&current.get_name()) && positionals == 0 {
+        if ["backup", "check", "prune", "verify"].contains(&current.get_name()) && positionals == 0
+        {
             plan.lookup = Some(Lookup::Schedules);
         }
     }

@@ -47,6 +47,7 @@ pub fn build_restore(schedule: &Schedule, args: &RestoreArgs) -> Restore {
             restore_method,
             snapshot: args.snapshot.clone(),
             path: Some(format!("{}/{}", crate::job::DATA_DIR, args.pvc)),
+            source_namespace: None,
             prom_url: None,
         },
         status: None,

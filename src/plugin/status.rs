@@ -13,7 +13,7 @@ use super::error::PluginResult;
 use super::output::{NONE, Table, age, short_id, structured, until};
 use crate::controller::run::RunKind;
 use crate::crd::schedule::OperationStatus;
-use crate::crd::{Backup, Check, Operation, Prune, RunState, Schedule};
+use crate::crd::{Backup, Check, Operation, Prune, RunState, Schedule, Verify};
 
 /// One run as the status line needs it.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,11 +94,13 @@ pub struct FailedRuns {
     pub check: usize,
     /// Prunes Failed.
     pub prune: usize,
+    /// Verifications Failed.
+    pub verify: usize,
 }
 
 impl FailedRuns {
     fn total(&self) -> usize {
-        self.backup + self.check + self.prune
+        self.backup + self.check + self.prune + self.verify
     }
 }
 
@@ -134,6 +136,12 @@ pub struct ScheduleReport {
     /// The next prune tick.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_prune: Option<jiff::Timestamp>,
+    /// The next verification tick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_verify: Option<jiff::Timestamp>,
+    /// When the newest snapshot that a successful verification proved to restore was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_verified_snapshot: Option<jiff::Timestamp>,
     /// Runs kept in the history (`keepJobs`) that did not succeed.
     pub failed_runs: FailedRuns,
     /// Runs kept in the history.
@@ -218,10 +226,22 @@ pub fn report(schedule: &Schedule, runs: &[RunView], now: jiff::Timestamp) -> Sc
             suspended,
             now,
         ),
+        next_verify: next(
+            spec.verify.as_ref().map(|v| v.schedule.as_str()),
+            status.verify.as_ref(),
+            suspended,
+            now,
+        ),
+        last_verified_snapshot: status
+            .verify
+            .as_ref()
+            .and_then(|v| v.last_verified_snapshot.as_ref())
+            .map(|t| t.0),
         failed_runs: FailedRuns {
             backup: count(Operation::Backup),
             check: count(Operation::Check),
             prune: count(Operation::Prune),
+            verify: count(Operation::Verify),
         },
         kept_runs: owned.len(),
         ready: status
@@ -336,6 +356,7 @@ pub async fn run(
     let mut runs = list(api::<Backup>(conn, all)).await?;
     runs.extend(list(api::<Check>(conn, all)).await?);
     runs.extend(list(api::<Prune>(conn, all)).await?);
+    runs.extend(list(api::<Verify>(conn, all)).await?);
     let now = jiff::Timestamp::now();
     let reports: Vec<ScheduleReport> = schedules.iter().map(|s| report(s, &runs, now)).collect();
     if let Some(document) = structured(&serde_json::json!({ "items": reports }), global.output)? {

@@ -6,6 +6,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
+use crate::crd::schedule::DEFAULT_VERIFY_MAX_AGE;
 use crate::crd::{DEFAULT_KEEP_JOBS, Kind, Retention};
 
 /// The defaults for one object: patch operations and warnings about what was changed.
@@ -162,19 +163,25 @@ fn backend(object: &Value, m: &mut Mutation) {
     move_legacy_password(object, m);
 }
 
-/// Defaults of a Schedule: trimmed crons, `keepJobs`, the prune retention, the backend.
+/// Defaults of a Schedule: trimmed crons, `keepJobs`, the prune retention, the verification's
+/// `maxAge`, the backend.
 pub fn mutate_schedule(object: &Value) -> Mutation {
     let mut m = Mutation::default();
-    for section in ["backup", "check", "prune"] {
+    for section in ["backup", "check", "prune", "verify"] {
         trim_schedule(object, section, &mut m);
         default_keep_jobs(object, section, &mut m);
     }
     default_retention(object, &["spec", "prune"], &mut m);
+    if let Some(verify) = object_at(object, &["spec", "verify"])
+        && absent(verify, "maxAge")
+    {
+        m.add(&["spec", "verify", "maxAge"], json!(DEFAULT_VERIFY_MAX_AGE));
+    }
     backend(object, &mut m);
     m
 }
 
-/// Defaults of the kinds whose only defaults are the backend's: Backup and Check.
+/// Defaults of the kinds whose only defaults are the backend's: Backup, Check and Verify.
 pub fn mutate_backend_only(object: &Value) -> Mutation {
     let mut m = Mutation::default();
     backend(object, &mut m);
@@ -197,11 +204,11 @@ pub fn mutate_restore(object: &Value) -> Mutation {
     m
 }
 
-/// Defaults of an object of one of the five kinds.
+/// Defaults of an object of one of the six kinds.
 pub fn mutate_object(kind: Kind, object: &Value) -> Mutation {
     match kind {
         Kind::Schedule => mutate_schedule(object),
-        Kind::Backup | Kind::Check => mutate_backend_only(object),
+        Kind::Backup | Kind::Check | Kind::Verify => mutate_backend_only(object),
         Kind::Prune => mutate_prune(object),
         Kind::Restore => mutate_restore(object),
     }
@@ -250,6 +257,22 @@ mod tests {
             "http://10.144.1.224:9000"
         );
         assert_eq!(mutate_schedule(&patched), Mutation::default());
+    }
+
+    #[test]
+    fn verify_section_gets_keep_jobs_and_max_age_and_keeps_what_is_set() {
+        let mut object = seed_schedule();
+        object["spec"]["verify"] = json!({"schedule": " @daily"});
+        let patched = mutate_schedule(&object).apply(&object).expect("patch applies");
+        let verify = &patched["spec"]["verify"];
+        assert_eq!(verify["schedule"], "@daily");
+        assert_eq!(verify["keepJobs"], 10);
+        assert_eq!(verify["maxAge"], "48h");
+        assert_eq!(mutate_schedule(&patched), Mutation::default());
+        object["spec"]["verify"] = json!({"schedule": "@daily", "keepJobs": 2, "maxAge": "7d"});
+        let patched = mutate_schedule(&object).apply(&object).expect("patch applies");
+        assert_eq!(patched["spec"]["verify"]["keepJobs"], 2);
+        assert_eq!(patched["spec"]["verify"]["maxAge"], "7d");
     }
 
     #[test]

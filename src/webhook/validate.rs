@@ -6,7 +6,9 @@
 //! - an object of the wrong shape, with field paths: [`shape_problems`] (the strict schema)
 //! - a changed spec of a one-shot run: [`validate_run_update`]
 //! - per kind: [`validate_schedule`], [`validate_backup`], [`validate_check`],
-//!   [`validate_prune`], [`validate_restore`] (its target claim: `restore_target`)
+//!   [`validate_prune`], [`validate_restore`] (its target claim: `restore_target`),
+//!   [`validate_verify`]
+//! - verification, application checks, restores from another namespace: [`verify`]
 //! - the backend, password place and credentials: `Checker::backend`, `Checker::secret_ref`
 //!   (a Secret's keys and absence, from the lookups)
 //! - a retention that keeps nothing: `Checker::retention`
@@ -16,6 +18,7 @@
 
 mod format;
 pub mod memo;
+pub mod verify;
 
 use std::collections::BTreeSet;
 
@@ -30,6 +33,7 @@ use crate::crd::{
     SecretKeyRef,
 };
 use crate::lookup::{Lookups, PvcLookup, SecretInfo};
+pub use verify::{image_reference_problem, namespace_problem, validate_verify};
 pub use format::{
     bucket_problem, cron_memo_bytes, cron_problem, dns_subdomain_problem, endpoint_problem,
     length_problem, secret_key_problem, snapshot_id_problem, snapshot_path_problem,
@@ -296,6 +300,9 @@ pub fn validate_schedule(spec: &ScheduleSpec, ctx: ReviewContext<'_>) -> Verdict
             "absent, so old snapshots are never removed and the repository grows forever",
         ),
     }
+    if let Some(verify) = &spec.verify {
+        check.verify_section(verify);
+    }
     if spec.backup.is_some() {
         check.namespace_pvcs();
     }
@@ -371,6 +378,9 @@ pub fn validate_restore(spec: &RestoreSpec, ctx: ReviewContext<'_>) -> Verdict {
     {
         check.deny("spec.path", problem);
     }
+    if let Some(source) = &spec.source_namespace {
+        check.source_namespace(source, &spec.backend);
+    }
     check.prom_url("spec.promURL", spec.prom_url.as_ref());
     check.finish()
 }
@@ -409,7 +419,7 @@ fn restore_target(check: &mut Checker<'_>, claim: &str) {
     }
 }
 
-/// Denies a changed spec of a one-shot run (Backup, Check, Prune, Restore); metadata and
+/// Denies a changed spec of a one-shot run (Backup, Check, Prune, Restore, Verify); metadata and
 /// status updates pass.
 pub fn validate_run_update(kind: Kind, old: &Value, new: &Value) -> Option<String> {
     (old.get("spec") != new.get("spec")).then(|| {
@@ -419,7 +429,7 @@ pub fn validate_run_update(kind: Kind, old: &Value, new: &Value) -> Option<Strin
     })
 }
 
-/// Validates an object of one of the five kinds, given as JSON. An object that does not fit
+/// Validates an object of one of the six kinds, given as JSON. An object that does not fit
 /// the kind's type is denied with the field paths that are wrong.
 pub fn validate_object(kind: Kind, object: &Value, ctx: ReviewContext<'_>) -> Verdict {
     match kind {
@@ -428,6 +438,7 @@ pub fn validate_object(kind: Kind, object: &Value, ctx: ReviewContext<'_>) -> Ve
         Kind::Check => typed(object, |s| validate_check(s, ctx)),
         Kind::Prune => typed(object, |s| validate_prune(s, ctx)),
         Kind::Restore => typed(object, |s| validate_restore(s, ctx)),
+        Kind::Verify => typed(object, |s| validate_verify(s, ctx)),
     }
 }
 

@@ -287,6 +287,33 @@ impl Cluster {
             .collect()
     }
 
+    /// Keys and sizes in bytes of the objects in an S3 bucket.
+    pub fn s3_list_sizes(&self, bucket: &str) -> Vec<(String, u64)> {
+        let url = format!("{}/{bucket}?list-type=2", self.s3_endpoint());
+        let xml = String::from_utf8_lossy(&self.s3_curl("GET", &url)).into_owned();
+        let field = |object: &str, name: &str| {
+            let open = format!("<{name}>");
+            let close = format!("</{name}>");
+            object
+                .split_once(&open)
+                .and_then(|(_, rest)| rest.split_once(&close))
+                .map(|(value, _)| value.to_string())
+        };
+        xml.split("<Contents>")
+            .skip(1)
+            .filter_map(|object| {
+                let key = field(object, "Key")?;
+                let size = field(object, "Size")?.parse().ok()?;
+                Some((key, size))
+            })
+            .collect()
+    }
+
+    /// Deletes one S3 object.
+    pub fn s3_delete(&self, bucket: &str, key: &str) {
+        self.s3_curl("DELETE", &format!("{}/{bucket}/{key}", self.s3_endpoint()));
+    }
+
     /// The bytes of one S3 object.
     pub fn s3_get(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.s3_curl("GET", &format!("{}/{bucket}/{key}", self.s3_endpoint()))
@@ -670,7 +697,7 @@ spec:{class}
     fn diagnostics(&self) {
         let c = self.cluster;
         eprintln!("\n===== diagnostics of namespace {} =====", self.name);
-        let kinds = "schedules,backups,checks,prunes,restores,jobs,pods,pvc";
+        let kinds = "schedules,backups,checks,prunes,restores,verifies,jobs,pods,pvc";
         let objects = self.kubectl(&["get", kinds, "-o", "yaml"]);
         eprintln!(
             "--- kubectl get {kinds} -o yaml\n{}{}",

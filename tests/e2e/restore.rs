@@ -224,3 +224,46 @@ pub fn host_dir_of(ns: &Namespace, pvc: &str) -> PathBuf {
     assert!(pv.ok, "kubectl get pv {volume}: {}", pv.stderr);
     PathBuf::from(pv.stdout.trim())
 }
+
+#[test]
+#[ignore = "needs the local cluster: scripts/cluster up"]
+fn restore_from_another_namespace_rebuilds_its_pvc_byte_for_byte() {
+    let (lost, bucket) = backed_up_namespace("lost", "mariadb");
+    let restore = |ns: &Namespace| {
+        rewrite(
+            &one_off(ns, "restore-pvc.yaml", "restore-to-pvc", "rebuild", &bucket),
+            &[(
+                "spec:\n",
+                &format!("spec:\n  sourceNamespace: {}\n", lost.name),
+            )],
+        )
+    };
+
+    // a namespace without its own copy of the credentials is refused at apply time
+    let bare = Namespace::create("bare");
+    let refused = bare.apply_with(&restore(&bare), &[]);
+    assert!(!refused.ok, "a Restore without credentials here was admitted");
+    assert!(
+        refused
+            .stderr
+            .contains("spec.backend.repoPasswordSecretRef.name")
+            && refused.stderr.contains("create it here first"),
+        "{}",
+        refused.stderr
+    );
+
+    // the new namespace holds its own copy of the Secrets and an empty claim
+    let rebuilt = Namespace::create("rebuilt");
+    rebuilt.create_seed_secrets();
+    rebuilt.create_pvc("mariadb-restored", "ReadWriteOnce", false);
+    rebuilt.apply(&restore(&rebuilt));
+    let done = rebuilt.wait_run_succeeded("restore", "rebuild", Duration::from_secs(180));
+    let snapshot = done["status"]["snapshotID"].as_str().unwrap_or_default();
+    let of_lost = lost.repo(&bucket).snapshots(&lost.name);
+    assert!(
+        of_lost.iter().any(|s| s["id"] == snapshot),
+        "the restored snapshot {snapshot} is not one of namespace {}",
+        lost.name
+    );
+    assert_files_under(&host_dir_of(&rebuilt, "mariadb-restored"));
+}

@@ -62,9 +62,15 @@ fn database_pod(ns: &Namespace, name: &str, command: &str) {
 
 /// The operator's `/metrics` of every replica, read as Prometheus would: with the token of a
 /// ServiceAccount bound to `baas-metrics-reader`.
-fn operator_metrics(ns: &Namespace) -> String {
+pub fn operator_metrics(ns: &Namespace) -> String {
     let c = ns.cluster();
-    ns.kubectl_ok(&["create", "serviceaccount", "scraper"]);
+    // Read more than once by some tests: the account may exist already.
+    let account = ns.kubectl(&["create", "serviceaccount", "scraper"]);
+    assert!(
+        account.ok || account.stderr.contains("AlreadyExists"),
+        "creating ServiceAccount scraper: {}",
+        account.stderr
+    );
     let binding = format!("{}-scraper", ns.name);
     let subject = format!("--serviceaccount={}:scraper", ns.name);
     let run = c.kubectl(

@@ -14,12 +14,12 @@ use crate::fixtures::seed_schedule;
 use crate::harness::{Namespace, example, rewrite, wait_for};
 
 const PASSWORD: &str = "secure";
-const ROWS: [(u32, &str); 3] = [(1, "espresso"), (2, "ristretto"), (3, "lungo")];
+pub const ROWS: [(u32, &str); 3] = [(1, "espresso"), (2, "ristretto"), (3, "lungo")];
 
 /// A MariaDB Deployment as a team would run it, pinned to `node`, with the seed's backup
 /// command on its pod template; its data in PVC `mariadb` when `pvc` is set, else in an
 /// emptyDir.
-fn mariadb(ns: &Namespace, name: &str, node: &str, pvc: bool) {
+pub fn mariadb(ns: &Namespace, name: &str, node: &str, pvc: bool) {
     let volume = if pvc {
         serde_json::json!({"name": "data", "persistentVolumeClaim": {"claimName": "mariadb"}})
     } else {
@@ -72,7 +72,7 @@ fn mariadb(ns: &Namespace, name: &str, node: &str, pvc: bool) {
 }
 
 /// Runs SQL in a Deployment's MariaDB; its tab-separated output.
-fn sql(ns: &Namespace, deployment: &str, statements: &str) -> String {
+pub fn sql(ns: &Namespace, deployment: &str, statements: &str) -> String {
     let target = format!("deployment/{deployment}");
     let run = ns.cluster().kubectl(
         &[
@@ -88,7 +88,7 @@ fn sql(ns: &Namespace, deployment: &str, statements: &str) -> String {
     run.stdout
 }
 
-fn pod_of(ns: &Namespace, app: &str) -> Value {
+pub fn pod_of(ns: &Namespace, app: &str) -> Value {
     let pods = ns.kubectl_ok(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]);
     let pods: Value = serde_json::from_str(&pods).expect("kubectl prints JSON");
     pods["items"][0].clone()

@@ -69,9 +69,9 @@ pub enum RepoExistence {
 }
 
 /// The run that `me` must wait for, if any, following the locks restic takes: `check` and
-/// `prune` lock the repository exclusively, `backup`, `restore` and `dump` share it. So a
-/// Check or Prune waits for every active run on the repository; a Backup or Restore waits
-/// for an active Check or Prune. Either also waits for an older Check or Prune that waits
+/// `prune` lock the repository exclusively, `backup`, `restore` and `dump` share it (a
+/// Verify only restores). So a Check or Prune waits for every active run on the repository;
+/// a Backup, Restore or Verify waits for an active Check or Prune. Either also waits for an older Check or Prune that waits
 /// itself: runs start in the order they were created, so a steady stream of backups cannot
 /// starve a check or prune that queued before them.
 ///
@@ -108,7 +108,7 @@ fn waits_for_backups(me: Operation, existence: RepoExistence) -> bool {
     match me {
         Operation::Check | Operation::Prune => true,
         Operation::Backup => existence == RepoExistence::Unproven,
-        Operation::Restore => false,
+        Operation::Restore | Operation::Verify => false,
     }
 }
 
@@ -134,6 +134,7 @@ fn repo_runs(ctx: &Context, me: Operation, existence: RepoExistence) -> Vec<Repo
     }
     if matches!(me, Operation::Check | Operation::Prune) {
         add(&mut runs, &stores.restores, &with_jobs);
+        add(&mut runs, &stores.verifies, &with_jobs);
     }
     runs
 }
@@ -227,8 +228,8 @@ fn waiting_message(blocker: &Blocker, me: Operation, existence: RepoExistence) -
 
 /// The caches can lag behind the API server (a replica that just became leader, a Job created
 /// a moment ago), so before a run starts, the API server itself is asked for unfinished Jobs
-/// on the repository that conflict with it: for a Check or Prune every Job, for a Backup or
-/// Restore those of checks and prunes, and for a Backup on a repository not known to exist
+/// on the repository that conflict with it: for a Check or Prune every Job, for a Backup,
+/// Restore or Verify those of checks and prunes, and for a Backup on a repository not known to exist
 /// those of other backups too.
 async fn live_blocker(
     ctx: &Context,
@@ -270,13 +271,8 @@ async fn live_blocker(
                     j.namespace().unwrap_or_default(),
                     j.name_any()
                 ),
-                op: [
-                    Operation::Backup,
-                    Operation::Check,
-                    Operation::Prune,
-                    Operation::Restore,
-                ]
-                .into_iter()
+                op: Operation::ALL
+                    .into_iter()
                 .find(|op| Some(op.as_str()) == label),
             }
         }))

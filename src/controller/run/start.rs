@@ -15,7 +15,7 @@ use super::status::with_state;
 use super::{ANNOTATION_TICK, RUNNING_RECHECK, Reconcile, exclusive};
 use crate::controller::context::Context;
 use crate::controller::kinds::{JobRequest, RunKind};
-use crate::crd::{RunState, RunStatus};
+use crate::crd::{Backup, RunState, RunStatus};
 use crate::job::{self, BackupPlan, RunMeta};
 use crate::{Error, Result};
 
@@ -221,7 +221,39 @@ pub(super) async fn build_jobs<K: RunKind>(
             let job = job::build_restore_job(meta, spec, node, settings)?;
             Ok((vec![job], Vec::new()))
         }
+        JobRequest::Verify(spec) => {
+            let bytes = newest_backup_bytes(ctx, run, &meta.namespace).await?;
+            let job = job::build_verify_job(meta, spec, bytes, settings)?;
+            Ok((vec![job], Vec::new()))
+        }
     }
+}
+
+/// The bytes the newest finished backup of `namespace` to the run's repository read: what a
+/// verification restores, which sizes its scratch space. One list per verification, which
+/// are rare, instead of keeping every backup's summary in the caches.
+async fn newest_backup_bytes<K: RunKind>(
+    ctx: &Context,
+    run: &K,
+    namespace: &str,
+) -> Result<Option<u64>> {
+    let repository = job::repository_label(&job::repository_url(run.backend()));
+    let selector = format!("{}={repository}", job::LABEL_REPOSITORY);
+    let backups = Api::<Backup>::namespaced(ctx.client.clone(), namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    Ok(backups
+        .items
+        .iter()
+        .filter_map(|b| b.status.as_ref())
+        .filter(|s| {
+            matches!(
+                s.state,
+                Some(RunState::Succeeded | RunState::PartiallySucceeded)
+            )
+        })
+        .max_by_key(|s| s.finished_at.as_ref().map(|t| t.0))
+        .and_then(|s| s.summary.as_ref()?.total_bytes))
 }
 
 /// The pods of `namespace`, from the webhook's caches when they are filled, else listed.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use tracing::debug;
@@ -13,6 +13,7 @@ use tracing::debug;
 use crate::controller::context::now_seconds;
 use crate::crd::{RunState, RunStatus, Summary};
 use crate::job::status::{is_pod_of, job_condition, job_ended};
+use crate::job::{AGENT_CONTAINER, APP_CHECK_CONTAINER};
 use crate::report::RunReport;
 
 /// A standard condition; its transition time is kept from `previous` when status and reason
@@ -137,18 +138,26 @@ pub fn job_outcome(
 ) -> JobOutcome {
     let name = job.metadata.name.clone().unwrap_or_default();
     let mine: Vec<&Pod> = pods.iter().filter(|p| is_pod_of(p, &name)).collect();
+    // A verification's agent runs as an init container, before its application check.
     let statuses = || {
-        mine.iter()
-            .flat_map(|p| p.status.iter())
-            .flat_map(|s| s.container_statuses.iter().flatten())
+        mine.iter().flat_map(|p| p.status.iter()).flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
     };
     let report = statuses()
+        .filter(|c| c.name == AGENT_CONTAINER)
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
         .find_map(|t| RunReport::from_termination_message(t.message.as_deref()?));
     let complete = job_condition(job, "Complete").is_some();
     let failed = job_condition(job, "Failed");
     if complete || failed.is_some() {
         if let Some(mut report) = report {
+            if let Some(check) = statuses().find(|c| c.name == APP_CHECK_CONTAINER) {
+                app_check_outcome(&mut report, check);
+            }
             if failed.is_some() && report.state != Some(RunState::Failed) {
                 // The agent may have written a report and then been killed or exited non-zero:
                 // a failed Job never shows as success.
@@ -238,6 +247,36 @@ pub fn job_outcome(
     JobOutcome::Running
 }
 
+/// Adds the application check's outcome to the agent's report: a check that exited non-zero
+/// fails the run with the last lines of its output as the cause.
+fn app_check_outcome(report: &mut RunReport, check: &ContainerStatus) {
+    let Some(ended) = check.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
+        return;
+    };
+    if ended.exit_code == 0 {
+        report.message.push_str("; application check passed");
+        return;
+    }
+    let output = ended
+        .message
+        .as_deref()
+        .map(crate::redact::redact)
+        .map(|m| {
+            let lines: Vec<&str> = m.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+            let skip = tail.chars().count().saturating_sub(300);
+            format!(": {}", tail.chars().skip(skip).collect::<String>())
+        })
+        .unwrap_or_default();
+    let cause = format!(
+        "application check failed: container {APP_CHECK_CONTAINER} exited with code {}{output}",
+        ended.exit_code
+    );
+    report.state = Some(RunState::Failed);
+    report.errors.insert(0, cause.clone());
+    report.message = cause;
+}
+
 fn add_summary(total: &mut Summary, part: &Summary) {
     fn add(a: &mut Option<u64>, b: Option<u64>) {
         if let Some(b) = b {
@@ -268,6 +307,7 @@ pub fn finished_status(
     let mut summary = Summary::default();
     let mut errors = previous.errors.clone();
     let mut snapshots = Vec::new();
+    let mut verified = Vec::new();
     let mut messages = Vec::new();
     let mut succeeded = 0usize;
     let mut failed = 0usize;
@@ -281,6 +321,7 @@ pub fn finished_status(
                     _ => {}
                 }
                 snapshots.extend(report.snapshots.iter().cloned());
+                verified.extend(report.verified.iter().cloned());
                 add_summary(&mut summary, &report.summary);
                 duration = duration.max(report.duration_seconds);
                 errors.extend(report.errors.iter().cloned());
@@ -320,6 +361,17 @@ pub fn finished_status(
     };
     status.snapshot_id = snapshots.first().map(|s| s.id.clone());
     status.snapshots = snapshots;
+    // Only a verification that proved everything moves the Schedule's "verified" time on.
+    status.newest_verified_snapshot = if state == RunState::Succeeded {
+        verified
+            .iter()
+            .filter(|v| v.error.is_none())
+            .filter_map(|v| v.time.clone())
+            .max_by_key(|t| t.0)
+    } else {
+        None
+    };
+    status.verified = verified;
     status.summary = (summary != Summary::default()).then_some(summary);
     status.duration_seconds = (duration > 0.0).then_some(duration);
     status.errors = errors;

@@ -14,7 +14,7 @@ use crate::controller::kinds::RunKind;
 use crate::controller::run::{ANNOTATION_TICK, schedule_run_labels};
 use crate::controller::stores::Stores;
 use crate::crd::schedule::OperationStatus;
-use crate::crd::{Backup, Check, Operation, Prune, Schedule, ScheduleStatus};
+use crate::crd::{Backup, Check, Operation, Prune, Schedule, ScheduleStatus, Verify};
 use crate::{Error, Result};
 
 /// One operation's settings in a Schedule.
@@ -106,6 +106,29 @@ impl ScheduledKind for Prune {
     }
 }
 
+impl ScheduledKind for Verify {
+    fn settings(schedule: &Schedule) -> Option<OperationSpec<'_>> {
+        let verify = schedule.spec.verify.as_ref()?;
+        Some(OperationSpec {
+            schedule: &verify.schedule,
+            keep_jobs: verify.keep_jobs,
+        })
+    }
+    fn status_of(status: &mut ScheduleStatus) -> &mut Option<OperationStatus> {
+        &mut status.verify
+    }
+    fn cache(stores: &Stores) -> &Store<Self> {
+        &stores.verifies
+    }
+    fn for_tick(schedule: &Schedule, metadata: ObjectMeta) -> Self {
+        Verify {
+            metadata,
+            spec: schedule.spec.verify_spec(),
+            status: None,
+        }
+    }
+}
+
 /// The runs of this kind that the Schedule with `uid` owns, listed from the API server.
 pub async fn listed_runs<K: ScheduledKind>(
     ctx: &Context,
@@ -155,6 +178,10 @@ fn owned<'a, K: RunKind>(runs: impl Iterator<Item = &'a K>, uid: &str) -> Vec<Ow
                 .annotations()
                 .get(ANNOTATION_TICK)
                 .and_then(|t| t.parse().ok()),
+            verified_snapshot: r
+                .run_status()
+                .and_then(|s| s.newest_verified_snapshot.as_ref())
+                .map(|t| t.0),
         })
         .collect()
 }

@@ -87,6 +87,7 @@ fn tick_before_the_schedule_existed_does_not_run() {
 
 fn owned_run(name: &str, tick: &str, state: Option<RunState>) -> OwnedRun {
     OwnedRun {
+        verified_snapshot: None,
         name: name.into(),
         created: Some(at(tick)),
         state,
@@ -174,6 +175,7 @@ fn new_tick_alone_is_no_reason_to_write_the_status() {
 #[test]
 fn last_outcome_takes_newest_finished_and_newest_success() {
     let run = |name: &str, minute: i64, state: Option<RunState>| OwnedRun {
+        verified_snapshot: None,
         name: name.into(),
         created: Some(jiff::Timestamp::from_second(minute * 60).expect("ts")),
         state,
@@ -513,4 +515,31 @@ async fn tick_with_filled_caches_creates_the_run_without_a_status_write() {
     });
     reconcile(Arc::new(sched), ctx).await.expect("reconcile");
     server.await.expect("mock server");
+}
+
+#[test]
+fn last_verified_is_the_newest_successful_verification_and_survives_its_run() {
+    let verified = |name: &str, state: RunState, snapshot: Option<&str>| OwnedRun {
+        verified_snapshot: snapshot.map(at),
+        ..owned_run(name, "2026-01-01T03:00:00Z", Some(state))
+    };
+    let previous = OperationStatus {
+        last_verified_snapshot: Some(Time(at("2026-01-01T01:00:00Z"))),
+        ..OperationStatus::default()
+    };
+    // a failed run's snapshot time is never taken, even when newer
+    let runs = [
+        verified("a", RunState::Succeeded, Some("2026-01-02T01:00:00Z")),
+        verified("b", RunState::Failed, Some("2026-01-03T01:00:00Z")),
+    ];
+    assert_eq!(
+        last_verified(&previous, &runs),
+        Some(Time(at("2026-01-02T01:00:00Z")))
+    );
+    // once the run left the history, the status remembers
+    assert_eq!(
+        last_verified(&previous, &[]),
+        Some(Time(at("2026-01-01T01:00:00Z")))
+    );
+    assert_eq!(last_verified(&OperationStatus::default(), &runs[1..]), None);
 }

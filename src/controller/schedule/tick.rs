@@ -51,6 +51,8 @@ pub struct OwnedRun {
     pub finished: Option<jiff::Timestamp>,
     /// The cron tick it was created for.
     pub tick: Option<jiff::Timestamp>,
+    /// A Verify that succeeded: when the newest snapshot it verified was taken.
+    pub verified_snapshot: Option<jiff::Timestamp>,
 }
 
 impl OwnedRun {
@@ -82,7 +84,12 @@ pub fn catch_up_last_run(status: &mut OperationStatus, runs: &[OwnedRun]) {
 pub fn changed_beyond_ticks(previous: &ScheduleStatus, status: &ScheduleStatus) -> bool {
     fn without_ticks(status: &ScheduleStatus) -> ScheduleStatus {
         let mut status = status.clone();
-        for op in [&mut status.backup, &mut status.check, &mut status.prune] {
+        for op in [
+            &mut status.backup,
+            &mut status.check,
+            &mut status.prune,
+            &mut status.verify,
+        ] {
             if let Some(op) = op.as_mut() {
                 op.last_run = None;
                 op.last_run_name = None;
@@ -125,4 +132,16 @@ pub fn last_outcome(
         .map(Time)
         .or_else(|| previous.last_success.clone());
     (last_state, last_success)
+}
+
+/// When the newest snapshot proven to restore was taken: the newest of the successful
+/// verifications' snapshots and of what the status recorded before, since the run that proved
+/// it may have left the history since.
+pub fn last_verified(previous: &OperationStatus, runs: &[OwnedRun]) -> Option<Time> {
+    runs.iter()
+        .filter(|r| r.state == Some(RunState::Succeeded))
+        .filter_map(|r| r.verified_snapshot)
+        .chain(previous.last_verified_snapshot.as_ref().map(|t| t.0))
+        .max()
+        .map(Time)
 }

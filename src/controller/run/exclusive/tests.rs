@@ -241,3 +241,31 @@ fn backup_waiting_for_a_backup_on_an_unproven_repository_says_why() {
         "waiting for Backup b/nightly on the same repository"
     );
 }
+
+#[test]
+fn verify_runs_beside_backups_and_restores_but_waits_for_a_prune_and_a_check() {
+    let me = repo_run(Operation::Verify, "a/v", None, false, 5);
+    let readers = [
+        repo_run(Operation::Backup, "b/x", Some(RunState::Running), true, 1),
+        repo_run(Operation::Restore, "b/r", Some(RunState::Running), true, 2),
+        repo_run(Operation::Verify, "c/v", Some(RunState::Running), true, 3),
+    ];
+    assert_eq!(blocking_run(&me, RepoExistence::Proven, &readers), None);
+    for exclusive in [Operation::Prune, Operation::Check] {
+        let others = [repo_run(exclusive, "b/p", Some(RunState::Running), true, 1)];
+        assert_eq!(
+            blocking_run(&me, RepoExistence::Proven, &others).map(|r| r.key.as_str()),
+            Some("b/p"),
+            "{exclusive}"
+        );
+    }
+    // and a prune never rewrites the repository under a running verification
+    let prune = repo_run(Operation::Prune, "b/p", None, false, 6);
+    let running = [repo_run(Operation::Verify, "a/v", Some(RunState::Running), true, 5)];
+    assert_eq!(
+        blocking_run(&prune, RepoExistence::Proven, &running).map(|r| r.key.as_str()),
+        Some("a/v")
+    );
+    // a verification never waits for backups to prove the repository exists
+    assert!(!waits_for_backups(Operation::Verify, RepoExistence::Unproven));
+}

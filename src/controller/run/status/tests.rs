@@ -345,3 +345,97 @@ fn unchanged_condition_keeps_its_transition_time() {
     );
     assert_eq!(first, again);
 }
+
+fn verify_report() -> RunReport {
+    let time = |t: &str| Some(Time(at(t)));
+    RunReport {
+        state: Some(RunState::Succeeded),
+        verified: vec![
+            crate::crd::VerifiedSnapshot {
+                id: "aaa".into(),
+                paths: vec!["/data/db".into()],
+                time: time("2026-01-01T01:00:00Z"),
+                checks: vec!["content".into(), "summary".into()],
+                ..Default::default()
+            },
+            crate::crd::VerifiedSnapshot {
+                id: "bbb".into(),
+                paths: vec!["/team-db-0-mariadb".into()],
+                time: time("2026-01-01T01:00:05Z"),
+                checks: vec!["stream".into()],
+                ..Default::default()
+            },
+        ],
+        message: "verified 2 snapshots".into(),
+        ..RunReport::default()
+    }
+}
+
+#[test]
+fn verification_whose_app_check_passed_succeeds_and_names_its_newest_snapshot() {
+    let status = status_from_jobs(
+        &running(&["r-verify"]),
+        &[job("r-verify", Some(("Complete", "Completed")))],
+        &[crate::controller::fixtures::pod_verified("r-verify", &verify_report(), 0, "ok")],
+        &BTreeMap::new(),
+        Some(1),
+        at("2026-01-01T02:00:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::Succeeded), "{status:#?}");
+    assert_eq!(status.verified.len(), 2);
+    assert_eq!(
+        status.newest_verified_snapshot,
+        Some(Time(at("2026-01-01T01:00:05Z")))
+    );
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("application check passed")),
+        "{status:#?}"
+    );
+}
+
+#[test]
+fn failed_app_check_fails_the_verification_with_its_last_output_lines_first() {
+    let output = "loading the dump\nERROR 1064 (42000) at line 12: syntax error\nno rows\n";
+    let status = status_from_jobs(
+        &running(&["r-verify"]),
+        &[job("r-verify", Some(("Failed", "BackoffLimitExceeded")))],
+        &[crate::controller::fixtures::pod_verified("r-verify", &verify_report(), 1, output)],
+        &BTreeMap::new(),
+        Some(1),
+        at("2026-01-01T02:00:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::Failed));
+    let first = status.errors.first().cloned().unwrap_or_default();
+    assert!(
+        first.starts_with("application check failed: container app-check exited with code 1")
+            && first.contains("ERROR 1064"),
+        "{first}"
+    );
+    assert_eq!(status.newest_verified_snapshot, None, "a failed run proves nothing");
+}
+
+#[test]
+fn verification_with_a_failed_snapshot_keeps_every_entry_but_moves_no_verified_time() {
+    let mut report = verify_report();
+    report.state = Some(RunState::Failed);
+    report.verified[0].error = Some("pack 5f3e is missing".into());
+    report.errors = vec!["snapshot aaa (/data/db): pack 5f3e is missing".into()];
+    let status = status_from_jobs(
+        &running(&["r-verify"]),
+        &[job("r-verify", Some(("Failed", "BackoffLimitExceeded")))],
+        &[pod_terminated("r-verify", 1, "Error", Some(report.to_termination_message()))],
+        &BTreeMap::new(),
+        Some(1),
+        at("2026-01-01T02:00:00Z"),
+        STUCK,
+    );
+    assert_eq!(status.state, Some(RunState::Failed));
+    assert_eq!(status.verified.len(), 2);
+    assert_eq!(status.newest_verified_snapshot, None);
+    assert!(status.errors[0].contains("snapshot aaa (/data/db)"), "{:?}", status.errors);
+}
