@@ -1,4 +1,5 @@
-//! The agent that runs inside a Job and drives restic: `baas agent backup|check|prune|restore`.
+//! The agent that runs inside a Job and drives restic:
+//! `baas agent backup|check|prune|restore|verify`.
 //!
 //! Every operation ends in a [`RunReport`] written to the termination message file, whatever
 //! happened; the operator reads it into the run's status. The process exits 0 when the report
@@ -14,6 +15,7 @@ pub mod prune;
 pub mod restic;
 pub mod restore;
 pub mod s3;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -164,8 +166,10 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
         }
         AgentOp::Check => check::run(&ctx).await,
         AgentOp::Prune { retention } => prune::run(&ctx, retention).await,
+        AgentOp::Verify { verify_dir } => verify::run(&ctx, verify_dir).await,
         AgentOp::Restore {
             snapshot,
+            source_namespace: _,
             path,
             claim,
             target_dir,
@@ -222,6 +226,8 @@ fn op_kind(op: &AgentOp) -> &'static str {
         AgentOp::Check => "check",
         AgentOp::Prune { .. } => "prune",
         AgentOp::Restore { .. } => "restore",
+        // Not a `crd::Operation` yet: the name of the metrics' `kind` label and the logs.
+        AgentOp::Verify { .. } => "verify",
     }
 }
 

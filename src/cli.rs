@@ -246,11 +246,24 @@ pub enum AgentOp {
         #[arg(long, env = env::ENV_RETENTION)]
         retention: String,
     },
+    /// Restore the newest snapshot of each path into a scratch directory, with every file
+    /// checked against the repository and the backup's recorded summary.
+    Verify {
+        /// The scratch directory: volume snapshots land at `<dir>/data/<pvc>/`, backup
+        /// command streams at `<dir>/<namespace>-<pod>-<container>`, and stay there for an
+        /// application check to read.
+        #[arg(long, env = env::ENV_VERIFY_DIR, default_value = "/verify")]
+        verify_dir: PathBuf,
+    },
     /// Restore a snapshot into a directory or to S3 as a `.tar.gz` object.
     Restore {
         /// Snapshot ID or unique prefix; default the newest of the namespace holding `path`.
         #[arg(long, env = env::ENV_SNAPSHOT)]
         snapshot: Option<String>,
+        /// The namespace whose snapshots to read (restic's host), for a restore into
+        /// another namespace after a disaster; default the run's own.
+        #[arg(long, env = env::ENV_SOURCE_NAMESPACE)]
+        source_namespace: Option<String>,
         /// Part of the snapshot to restore.
         #[arg(long, env = env::ENV_RESTORE_PATH)]
         path: Option<String>,

@@ -24,7 +24,7 @@ pub use backup::{Backup, BackupSpec};
 pub use check::{Check, CheckSpec};
 pub use common::{
     Backend, PvcTarget, RestoreMethod, Retention, RunState, RunStatus, S3Spec, S3Target,
-    SecretKeyRef, SnapshotRef, Summary,
+    SecretKeyRef, SnapshotRef, Summary, VerifiedSnapshot,
 };
 pub use kind::{Kind, Operation};
 pub use prune::{Prune, PruneSpec};

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{RunState, SnapshotRef, Summary};
+use crate::crd::{RunState, SnapshotRef, Summary, VerifiedSnapshot};
 
 /// The kubelet keeps at most this many bytes of a termination message.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
@@ -24,6 +24,9 @@ pub struct RunReport {
     /// Wall-clock seconds of the work.
     #[serde(default)]
     pub duration_seconds: f64,
+    /// Snapshots a verification restored and checked, with what was checked and any failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<VerifiedSnapshot>,
     /// Where a restore put the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_to: Option<String>,
@@ -36,9 +39,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// The report as JSON no longer than the termination message limit. Errors are dropped
-    /// from the end (and the count of dropped ones noted) until it fits, so the state, the
-    /// snapshot IDs and the first errors always arrive.
+    /// The report as JSON no longer than the termination message limit. Errors after the
+    /// first are dropped from the end (and the count of dropped ones noted) until it fits;
+    /// then a long message is cut, then verified entries go from the end, once the failed ones
+    /// stand first (a failure is what a user looks for), then snapshots after the first, and
+    /// the first error last of all. So the state, the snapshot IDs, the first error and the
+    /// failed verifications arrive whenever they can.
     pub fn to_termination_message(&self) -> String {
         let mut report = self.clone();
         let mut dropped = 0usize;
@@ -47,25 +53,35 @@ impl RunReport {
             if json.len() <= TERMINATION_MESSAGE_LIMIT {
                 return json;
             }
-            if report.errors.len() > 1 || (report.errors.len() == 1 && dropped == 0) {
-                report.errors.pop();
-                dropped += 1;
-                let note = format!("... and {dropped} more errors (see the Job's log)");
-                if dropped > 1 {
-                    report.errors.pop();
-                }
-                report.errors.push(note);
+            // Errors still there, not counting the note about dropped ones.
+            let real_errors = report.errors.len().saturating_sub(usize::from(dropped > 0));
+            if real_errors > 1 {
+                drop_last_error(&mut report.errors, &mut dropped);
             } else if report.message.len() > 200 {
-                let mut cut = 200;
-                while !report.message.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                report.message.truncate(cut);
+                truncate(&mut report.message, 200);
+            } else if let Some(long) = report
+                .verified
+                .iter_mut()
+                .filter_map(|v| v.error.as_mut())
+                .find(|e| e.len() > VERIFIED_ERROR_LIMIT)
+            {
+                truncate(long, VERIFIED_ERROR_LIMIT);
+            } else if !report.verified.is_empty() {
+                // Stable: failures keep their order among themselves, as do the others.
+                report.verified.sort_by_key(|v| v.error.is_none());
+                report.verified.pop();
             } else if report.snapshots.len() > 1 {
                 report.snapshots.pop();
-            } else {
+            } else if real_errors == 1 {
+                drop_last_error(&mut report.errors, &mut dropped);
+            } else if !report.errors.is_empty() || !report.snapshots.is_empty() {
                 report.errors.clear();
                 report.snapshots.clear();
+            } else {
+                // Nothing left to drop but free text: the state must arrive.
+                report.restored_to = None;
+                truncate(&mut report.message, 200);
+                return serde_json::to_string(&report).unwrap_or_default();
             }
         }
     }
@@ -87,8 +103,34 @@ impl RunReport {
         for error in &mut self.errors {
             *error = crate::redact::redact(error);
         }
+        for error in self.verified.iter_mut().filter_map(|v| v.error.as_mut()) {
+            *error = crate::redact::redact(error);
+        }
         self
     }
+}
+
+/// Drops the last real error and counts it in the closing note.
+fn drop_last_error(errors: &mut Vec<String>, dropped: &mut usize) {
+    if *dropped > 0 {
+        errors.pop();
+    }
+    errors.pop();
+    *dropped += 1;
+    errors.push(format!("... and {dropped} more errors (see the Job's log)"));
+}
+
+/// How long a verified entry's error may stay when the report must shrink: the full text is
+/// in `errors` and in the Job's log.
+const VERIFIED_ERROR_LIMIT: usize = 200;
+
+/// Cuts `text` to at most `limit` bytes at a character boundary.
+fn truncate(text: &mut String, limit: usize) {
+    let mut cut = limit.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
 }
 
 #[cfg(test)]
@@ -142,6 +184,64 @@ mod tests {
                 .is_some_and(|e| e.contains("more errors"))
         );
         assert_eq!(back.errors[0], report.errors[0]);
+    }
+
+    fn verified(i: usize, error: Option<&str>) -> VerifiedSnapshot {
+        VerifiedSnapshot {
+            id: format!("{i:064}"),
+            paths: vec![format!("/data/pvc-{i}")],
+            files: Some(10),
+            bytes: Some(1024),
+            checks: vec!["content".into(), "summary".into()],
+            error: error.map(String::from),
+            ..VerifiedSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn report_with_many_verified_snapshots_is_trimmed_and_keeps_the_failed_ones() {
+        let mut entries: Vec<VerifiedSnapshot> = (0..60).map(|i| verified(i, None)).collect();
+        entries[40] = verified(40, Some(&"pack 5f3e is missing ".repeat(40)));
+        entries[50] = verified(50, Some("file count 9, recorded 10"));
+        let report = RunReport {
+            state: Some(RunState::Failed),
+            verified: entries,
+            errors: vec!["snapshot 00000000 (/data/pvc-40): pack missing".into()],
+            message: "2 of 60 snapshots failed verification".into(),
+            ..Default::default()
+        };
+        let message = report.to_termination_message();
+        assert!(
+            message.len() <= TERMINATION_MESSAGE_LIMIT,
+            "{}",
+            message.len()
+        );
+        let back = RunReport::from_termination_message(&message).expect("valid JSON");
+        assert!(back.verified.len() > 2, "{}", back.verified.len());
+        assert!(back.verified.len() < 60);
+        assert_eq!(back.verified[0].paths, ["/data/pvc-40"]);
+        assert!(
+            back.verified[0]
+                .error
+                .as_ref()
+                .is_some_and(|e| e.starts_with("pack 5f3e"))
+        );
+        assert_eq!(back.verified[1].paths, ["/data/pvc-50"]);
+        assert_eq!(back.verified[2].paths, ["/data/pvc-0"]);
+        assert_eq!(back.errors, report.errors);
+    }
+
+    #[test]
+    fn verified_error_with_a_presigned_url_is_redacted() {
+        let report = RunReport {
+            verified: vec![verified(1, Some("see http://u:p@s3:9000/b?uploads"))],
+            ..Default::default()
+        }
+        .redacted();
+        assert_eq!(
+            report.verified[0].error.as_deref(),
+            Some("see http://s3:9000/b?<redacted>")
+        );
     }
 
     #[test]

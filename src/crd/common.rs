@@ -310,6 +310,9 @@ pub struct RunStatus {
     /// Every snapshot the run wrote: one per Job for volumes and one per backup command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<SnapshotRef>,
+    /// Snapshots a Verify run restored and checked, each with what was checked and any failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<VerifiedSnapshot>,
     /// restic's summary: files and bytes, summed over all snapshots of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
@@ -370,4 +373,35 @@ pub struct SnapshotRef {
     /// `/<namespace>-<pod>-<container>` for backup commands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+}
+
+/// One snapshot a Verify run restored and checked.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedSnapshot {
+    /// Full restic snapshot ID.
+    pub id: String,
+    /// Paths inside the snapshot: `/data/<pvcname>` for volumes,
+    /// `/<namespace>-<pod>-<container>` for backup commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// When the snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Files restored and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub files: Option<u64>,
+    /// Bytes restored and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub bytes: Option<u64>,
+    /// What was checked: `content` (every restored file against the snapshot, `restic restore
+    /// --verify`), `summary` (file count and bytes equal the backup's recorded summary),
+    /// `stream` (a backup command's output restored whole and as long as recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// Why this snapshot failed verification; absent when it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -151,6 +151,7 @@ fn cases() -> Vec<Case> {
         &job,
         AgentOp::Restore {
             snapshot: Some("4bf9".into()),
+            source_namespace: None,
             path: Some("/data/db".into()),
             claim: None,
             target_dir: None,
@@ -178,6 +179,7 @@ fn cases() -> Vec<Case> {
         &job,
         AgentOp::Restore {
             snapshot: Some("4bf9".into()),
+            source_namespace: None,
             path: Some("/data/db".into()),
             claim: Some("db".into()),
             target_dir: Some(PathBuf::from("/restore/db")),

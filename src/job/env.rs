@@ -37,6 +37,11 @@ pub const ENV_WAIT_FOR_REPOSITORY: &str = "BAAS_WAIT_FOR_REPOSITORY";
 pub const ENV_RETENTION: &str = "BAAS_RETENTION";
 /// The snapshot a restore reads.
 pub const ENV_SNAPSHOT: &str = "BAAS_SNAPSHOT";
+/// The namespace whose snapshots a restore reads (restic's host); default the run's own.
+pub const ENV_SOURCE_NAMESPACE: &str = "BAAS_SOURCE_NAMESPACE";
+/// The scratch directory a verification restores into (default `/verify`), which an
+/// application check reads after the agent.
+pub const ENV_VERIFY_DIR: &str = "BAAS_VERIFY_DIR";
 /// The part of the snapshot a restore reads.
 pub const ENV_RESTORE_PATH: &str = "BAAS_RESTORE_PATH";
 /// Where a restore's target claim is mounted.
