@@ -26,11 +26,11 @@ pub use names::{
     LABEL_SCHEDULE, MANAGER, MAX_NAME, RunMeta, agent_hostname, dns_label, job_name, label_value,
     repository_label, repository_url, run_labels, run_name,
 };
-pub use verify::{APP_CHECK_CONTAINER, build_verify_job};
 pub use plan::{
     ANNOTATION_SELECTED_NODE, BackupJobPlan, BackupPlan, BackupPod, backup_command,
     node_using_claim, plan_backup,
 };
+pub use verify::{APP_CHECK_CONTAINER, build_verify_job};
 
 use env::{base_env, plain_env, secret_env};
 

@@ -282,12 +282,7 @@ pub async fn run_controllers(
                 restore_jobs,
                 &context
             ),
-            run_controller(
-                verify_runs,
-                stores.verifies.clone(),
-                verify_jobs,
-                &context
-            ),
+            run_controller(verify_runs, stores.verifies.clone(), verify_jobs, &context),
         );
     };
     // The watches never end by themselves; the controllers end at shutdown.

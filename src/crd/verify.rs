@@ -92,6 +92,6 @@ pub struct AppCheck {
     /// Command and arguments, run without a shell unless it names one
     /// (`["sh", "-c", "..."]`). Its output is the run's error when it fails, so it should
     /// not print secrets.
-    #[schemars(length(min = 1, max = MAX_COMMAND_ITEMS))]
+    #[schemars(length(min = 1, max = MAX_COMMAND_ITEMS), inner(length(max = MAX_COMMAND_ITEM_LENGTH)))]
     pub command: Vec<String>,
 }

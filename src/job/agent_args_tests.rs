@@ -54,6 +54,7 @@ fn restore_spec(method: RestoreMethod) -> RestoreSpec {
         restore_method: method,
         snapshot: Some("4bf9".into()),
         path: Some("/data/db".into()),
+        source_namespace: None,
         prom_url: Some(PROM_URL.into()),
     }
 }
@@ -167,19 +168,21 @@ fn cases() -> Vec<Case> {
         expected,
     });
 
-    let to_pvc = restore_spec(RestoreMethod {
+    // rebuilding a lost namespace: the snapshots of another one
+    let mut to_pvc = restore_spec(RestoreMethod {
         s3: None,
         pvc: Some(PvcTarget {
             claim_name: "db".into(),
         }),
     });
+    to_pvc.source_namespace = Some("shop-old".into());
     let job = build_restore_job(&restore, &to_pvc, None, &settings).expect("restore to pvc");
     let expected = args(
         &restore,
         &job,
         AgentOp::Restore {
             snapshot: Some("4bf9".into()),
-            source_namespace: None,
+            source_namespace: Some("shop-old".into()),
             path: Some("/data/db".into()),
             claim: Some("db".into()),
             target_dir: Some(PathBuf::from("/restore/db")),
@@ -191,6 +194,30 @@ fn cases() -> Vec<Case> {
     );
     cases.push(Case {
         name: "restore to pvc",
+        job,
+        expected,
+    });
+
+    let verify = run(Operation::Verify);
+    let spec = crate::crd::VerifySpec {
+        backend: backend(),
+        app_check: Some(crate::crd::AppCheck {
+            image: "mariadb:11".into(),
+            command: vec!["true".into()],
+        }),
+        prom_url: Some(PROM_URL.into()),
+    };
+    let job =
+        crate::job::build_verify_job(&verify, &spec, Some(1 << 30), &settings).expect("verify");
+    let expected = args(
+        &verify,
+        &job,
+        AgentOp::Verify {
+            verify_dir: PathBuf::from("/verify"),
+        },
+    );
+    cases.push(Case {
+        name: "verify with an application check",
         job,
         expected,
     });
@@ -223,12 +250,19 @@ fn resolved_env(env: &[EnvVar]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The agent's container: an init container when an application check runs after it.
 fn container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
-    &job.spec
+    let pod = job
+        .spec
         .as_ref()
         .and_then(|spec| spec.template.spec.as_ref())
-        .expect("a pod template")
-        .containers[0]
+        .expect("a pod template");
+    pod.init_containers
+        .iter()
+        .flatten()
+        .chain(pod.containers.iter())
+        .find(|c| c.name == crate::job::AGENT_CONTAINER)
+        .expect("an agent container")
 }
 
 /// In the child: parses this process's arguments-to-be and environment as `baas` would.
@@ -256,7 +290,7 @@ fn every_agent_job_environment_parses_to_the_arguments_it_means() {
     }
     let exe = std::env::current_exe().expect("the test binary");
     let cases = cases();
-    assert_eq!(cases.len(), 6);
+    assert_eq!(cases.len(), 7);
     for case in cases {
         let env = resolved_env(container(&case.job).env.as_deref().unwrap_or_default());
         let output = Command::new(&exe)

@@ -412,6 +412,7 @@ fn restore_to_pvc_mounts_claim_writable() {
         },
         snapshot: Some("abc123".into()),
         path: None,
+        source_namespace: None,
         prom_url: None,
     };
     let job = build_restore_job(
@@ -457,6 +458,7 @@ fn restore_to_s3_passes_target_credentials_as_secret_refs() {
             pvc: None,
         },
         snapshot: None,
+        source_namespace: None,
         path: Some("/data/db".into()),
         prom_url: None,
     };

@@ -13,8 +13,8 @@ use super::env::{self, base_env, plain_env};
 use super::names::{RunMeta, job_name};
 use super::{JobSettings, JobShape, build_job};
 use crate::Result;
-use crate::crd::verify::VERIFY_DIR;
 use crate::crd::VerifySpec;
+use crate::crd::verify::VERIFY_DIR;
 
 /// Name of the application check's container, which the run's status names when it fails.
 pub const APP_CHECK_CONTAINER: &str = "app-check";
@@ -24,7 +24,9 @@ const SCRATCH_HEADROOM: u64 = 64 * 1024 * 1024;
 /// The scratch space for `bytes` of restored data: a tenth more and some headroom, since the
 /// kubelet evicts a pod whose `emptyDir` outgrows its limit.
 pub fn scratch_limit(bytes: u64) -> Quantity {
-    let limit = bytes.saturating_add(bytes / 10).saturating_add(SCRATCH_HEADROOM);
+    let limit = bytes
+        .saturating_add(bytes / 10)
+        .saturating_add(SCRATCH_HEADROOM);
     Quantity(limit.to_string())
 }
 
@@ -61,11 +63,14 @@ pub fn build_verify_job(
         ..Volume::default()
     });
     for agent in &mut pod.containers {
-        agent.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
-            name: "scratch".into(),
-            mount_path: VERIFY_DIR.into(),
-            ..VolumeMount::default()
-        });
+        agent
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: "scratch".into(),
+                mount_path: VERIFY_DIR.into(),
+                ..VolumeMount::default()
+            });
     }
     if let Some(check) = &spec.app_check {
         // Init containers run to completion one after the other, and the pod goes on only
@@ -173,7 +178,13 @@ mod tests {
         )
         .expect("builds");
         let volumes = pod(&job).volumes.clone().unwrap_or_default();
-        assert_eq!(volumes[0].empty_dir.as_ref().and_then(|e| e.size_limit.clone()), None);
+        assert_eq!(
+            volumes[0]
+                .empty_dir
+                .as_ref()
+                .and_then(|e| e.size_limit.clone()),
+            None
+        );
     }
 
     #[test]
@@ -198,7 +209,11 @@ mod tests {
         assert_eq!(app.name, APP_CHECK_CONTAINER);
         assert_eq!(app.image.as_deref(), Some(check.image.as_str()));
         assert_eq!(app.command.as_ref(), Some(&check.command));
-        assert!(app.env.is_none(), "the check gets no credentials: {:?}", app.env);
+        assert!(
+            app.env.is_none(),
+            "the check gets no credentials: {:?}",
+            app.env
+        );
         let mounts = app.volume_mounts.as_ref().expect("mounts");
         let scratch = mounts
             .iter()
@@ -212,7 +227,16 @@ mod tests {
             security.capabilities.as_ref().and_then(|c| c.drop.clone()),
             Some(vec!["ALL".to_string()])
         );
-        assert!(security.capabilities.as_ref().and_then(|c| c.add.clone()).is_none());
-        assert_eq!(app.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
+        assert!(
+            security
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.add.clone())
+                .is_none()
+        );
+        assert_eq!(
+            app.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
     }
 }

@@ -186,7 +186,7 @@ pub enum CompletionShell {
     Zsh,
 }
 
-/// `90s`, `30m`, `2h` or a plain number of seconds.
+/// `90s`, `30m`, `2h`, `1d` or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::duration::parse(text)
 }
@@ -242,12 +242,13 @@ mod tests {
     }
 
     #[test]
-    fn durations_take_seconds_minutes_and_hours() {
+    fn durations_take_seconds_minutes_hours_and_days() {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(parse_duration("1d").is_err());
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("1w").is_err());
         assert!(parse_duration("soon").is_err());
     }
 

@@ -263,14 +263,18 @@ mod tests {
     fn verify_section_gets_keep_jobs_and_max_age_and_keeps_what_is_set() {
         let mut object = seed_schedule();
         object["spec"]["verify"] = json!({"schedule": " @daily"});
-        let patched = mutate_schedule(&object).apply(&object).expect("patch applies");
+        let patched = mutate_schedule(&object)
+            .apply(&object)
+            .expect("patch applies");
         let verify = &patched["spec"]["verify"];
         assert_eq!(verify["schedule"], "@daily");
         assert_eq!(verify["keepJobs"], 10);
         assert_eq!(verify["maxAge"], "48h");
         assert_eq!(mutate_schedule(&patched), Mutation::default());
         object["spec"]["verify"] = json!({"schedule": "@daily", "keepJobs": 2, "maxAge": "7d"});
-        let patched = mutate_schedule(&object).apply(&object).expect("patch applies");
+        let patched = mutate_schedule(&object)
+            .apply(&object)
+            .expect("patch applies");
         assert_eq!(patched["spec"]["verify"]["keepJobs"], 2);
         assert_eq!(patched["spec"]["verify"]["maxAge"], "7d");
     }

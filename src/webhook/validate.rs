@@ -33,11 +33,11 @@ use crate::crd::{
     SecretKeyRef,
 };
 use crate::lookup::{Lookups, PvcLookup, SecretInfo};
-pub use verify::{image_reference_problem, namespace_problem, validate_verify};
 pub use format::{
     bucket_problem, cron_memo_bytes, cron_problem, dns_subdomain_problem, endpoint_problem,
     length_problem, secret_key_problem, snapshot_id_problem, snapshot_path_problem,
 };
+pub use verify::{image_reference_problem, namespace_problem, validate_verify};
 
 /// The outcome of validating one object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -242,7 +242,10 @@ fn restore_from_another_namespace_rebuilds_its_pvc_byte_for_byte() {
     // a namespace without its own copy of the credentials is refused at apply time
     let bare = Namespace::create("bare");
     let refused = bare.apply_with(&restore(&bare), &[]);
-    assert!(!refused.ok, "a Restore without credentials here was admitted");
+    assert!(
+        !refused.ok,
+        "a Restore without credentials here was admitted"
+    );
     assert!(
         refused
             .stderr

@@ -67,8 +67,11 @@ fn verified_entry<'a>(run: &'a Value, path: &str) -> &'a Value {
     run["status"]["verified"]
         .as_array()
         .and_then(|v| {
-            v.iter()
-                .find(|e| e["paths"].as_array().is_some_and(|p| p.iter().any(|x| x == path)))
+            v.iter().find(|e| {
+                e["paths"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == path))
+            })
         })
         .unwrap_or_else(|| panic!("no verified snapshot of {path}: {:#}", run["status"]))
 }
@@ -76,7 +79,11 @@ fn verified_entry<'a>(run: &'a Value, path: &str) -> &'a Value {
 fn checks_of(entry: &Value) -> Vec<String> {
     entry["checks"]
         .as_array()
-        .map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -93,7 +100,9 @@ fn gauge(metrics: &str, name: &str, ns: &Namespace) -> Option<f64> {
 }
 
 fn seconds_of(time: &Value) -> f64 {
-    let text = time.as_str().unwrap_or_else(|| panic!("not a time: {time}"));
+    let text = time
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {time}"));
     let at: jiff::Timestamp = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
     at.as_second() as f64
 }
@@ -203,8 +212,14 @@ fn schedule_verifies_a_pvc_and_a_dump_with_an_app_check_then_names_a_deleted_pac
     let metrics = operator_metrics(&ns);
     let verified_metric = gauge(&metrics, "baas_last_verified_backup_timestamp_seconds", &ns)
         .unwrap_or_else(|| panic!("no verified timestamp in the operator's metrics"));
-    assert_eq!(verified_metric, seconds_of(&Value::from(verified_at.clone())));
-    assert_eq!(gauge(&metrics, "baas_verify_max_age_seconds", &ns), Some(60.0));
+    assert_eq!(
+        verified_metric,
+        seconds_of(&Value::from(verified_at.clone()))
+    );
+    assert_eq!(
+        gauge(&metrics, "baas_verify_max_age_seconds", &ns),
+        Some(60.0)
+    );
 
     // -- one pack file of the volume's data goes missing
     let packs: Vec<(String, u64)> = c
@@ -234,13 +249,22 @@ fn schedule_verifies_a_pvc_and_a_dump_with_an_app_check_then_names_a_deleted_pac
     );
     let errors: Vec<String> = failed["status"]["errors"]
         .as_array()
-        .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let first = errors
         .first()
         .unwrap_or_else(|| panic!("a failed Verify without errors: {:#}", failed["status"]));
     let snapshot = verified_entry(&failed, "/data/files");
-    let short_id: String = snapshot["id"].as_str().unwrap_or_default().chars().take(8).collect();
+    let short_id: String = snapshot["id"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .take(8)
+        .collect();
     assert!(
         first.contains(&short_id) && first.contains("/data/files"),
         "the first error names neither the snapshot {short_id} nor its path: {first}"
@@ -285,7 +309,12 @@ fn schedule_verifies_a_pvc_and_a_dump_with_an_app_check_then_names_a_deleted_pac
     );
     let events = ns.kubectl_ok(&["get", "events", "-o", "json"]);
     assert!(
-        events.contains(&failed["metadata"]["name"].as_str().unwrap_or("?").to_string()),
+        events.contains(
+            &failed["metadata"]["name"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        ),
         "no Event about the failed Verify"
     );
 }

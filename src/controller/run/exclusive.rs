@@ -273,7 +273,7 @@ async fn live_blocker(
                 ),
                 op: Operation::ALL
                     .into_iter()
-                .find(|op| Some(op.as_str()) == label),
+                    .find(|op| Some(op.as_str()) == label),
             }
         }))
 }

@@ -79,7 +79,8 @@ fn status_shows_the_newest_backup_of_its_own_schedule_and_counts_failures() {
         FailedRuns {
             backup: 1,
             check: 1,
-            prune: 0
+            prune: 0,
+            verify: 0
         }
     );
     assert_eq!(report.kept_runs, 4);

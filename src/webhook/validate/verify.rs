@@ -4,9 +4,7 @@
 use super::{Checker, ReviewContext, Verdict};
 use crate::crd::common::MAX_CRON_LENGTH;
 use crate::crd::schedule::VerifySchedule;
-use crate::crd::verify::{
-    MAX_COMMAND_ITEM_LENGTH, MAX_COMMAND_ITEMS, MAX_IMAGE_LENGTH,
-};
+use crate::crd::verify::{MAX_COMMAND_ITEM_LENGTH, MAX_COMMAND_ITEMS, MAX_IMAGE_LENGTH};
 use crate::crd::{AppCheck, Backend, SecretKeyRef, VerifySpec};
 use crate::lookup::SecretInfo;
 
@@ -135,7 +133,9 @@ pub fn validate_verify(spec: &VerifySpec, ctx: ReviewContext<'_>) -> Verdict {
 /// Why `name` is not a namespace name (a DNS label), if it is not.
 pub fn namespace_problem(name: &str) -> Option<String> {
     if name.is_empty() {
-        return Some("must not be empty; leave it out to restore this namespace's snapshots".into());
+        return Some(
+            "must not be empty; leave it out to restore this namespace's snapshots".into(),
+        );
     }
     if name.len() > MAX_NAMESPACE_LENGTH {
         return Some(format!(

@@ -261,11 +261,20 @@ fn verify_runs_beside_backups_and_restores_but_waits_for_a_prune_and_a_check() {
     }
     // and a prune never rewrites the repository under a running verification
     let prune = repo_run(Operation::Prune, "b/p", None, false, 6);
-    let running = [repo_run(Operation::Verify, "a/v", Some(RunState::Running), true, 5)];
+    let running = [repo_run(
+        Operation::Verify,
+        "a/v",
+        Some(RunState::Running),
+        true,
+        5,
+    )];
     assert_eq!(
         blocking_run(&prune, RepoExistence::Proven, &running).map(|r| r.key.as_str()),
         Some("a/v")
     );
     // a verification never waits for backups to prove the repository exists
-    assert!(!waits_for_backups(Operation::Verify, RepoExistence::Unproven));
+    assert!(!waits_for_backups(
+        Operation::Verify,
+        RepoExistence::Unproven
+    ));
 }

@@ -376,7 +376,12 @@ fn verification_whose_app_check_passed_succeeds_and_names_its_newest_snapshot() 
     let status = status_from_jobs(
         &running(&["r-verify"]),
         &[job("r-verify", Some(("Complete", "Completed")))],
-        &[crate::controller::fixtures::pod_verified("r-verify", &verify_report(), 0, "ok")],
+        &[crate::controller::fixtures::pod_verified(
+            "r-verify",
+            &verify_report(),
+            0,
+            "ok",
+        )],
         &BTreeMap::new(),
         Some(1),
         at("2026-01-01T02:00:00Z"),
@@ -403,7 +408,12 @@ fn failed_app_check_fails_the_verification_with_its_last_output_lines_first() {
     let status = status_from_jobs(
         &running(&["r-verify"]),
         &[job("r-verify", Some(("Failed", "BackoffLimitExceeded")))],
-        &[crate::controller::fixtures::pod_verified("r-verify", &verify_report(), 1, output)],
+        &[crate::controller::fixtures::pod_verified(
+            "r-verify",
+            &verify_report(),
+            1,
+            output,
+        )],
         &BTreeMap::new(),
         Some(1),
         at("2026-01-01T02:00:00Z"),
@@ -416,7 +426,10 @@ fn failed_app_check_fails_the_verification_with_its_last_output_lines_first() {
             && first.contains("ERROR 1064"),
         "{first}"
     );
-    assert_eq!(status.newest_verified_snapshot, None, "a failed run proves nothing");
+    assert_eq!(
+        status.newest_verified_snapshot, None,
+        "a failed run proves nothing"
+    );
 }
 
 #[test]
@@ -428,7 +441,12 @@ fn verification_with_a_failed_snapshot_keeps_every_entry_but_moves_no_verified_t
     let status = status_from_jobs(
         &running(&["r-verify"]),
         &[job("r-verify", Some(("Failed", "BackoffLimitExceeded")))],
-        &[pod_terminated("r-verify", 1, "Error", Some(report.to_termination_message()))],
+        &[pod_terminated(
+            "r-verify",
+            1,
+            "Error",
+            Some(report.to_termination_message()),
+        )],
         &BTreeMap::new(),
         Some(1),
         at("2026-01-01T02:00:00Z"),
@@ -437,5 +455,9 @@ fn verification_with_a_failed_snapshot_keeps_every_entry_but_moves_no_verified_t
     assert_eq!(status.state, Some(RunState::Failed));
     assert_eq!(status.verified.len(), 2);
     assert_eq!(status.newest_verified_snapshot, None);
-    assert!(status.errors[0].contains("snapshot aaa (/data/db)"), "{:?}", status.errors);
+    assert!(
+        status.errors[0].contains("snapshot aaa (/data/db)"),
+        "{:?}",
+        status.errors
+    );
 }

@@ -69,7 +69,11 @@ fn each_bad_verify_field_is_denied_by_its_path() {
     assert!(denial_on(&verdict, "spec.verify.maxAge").contains("positive"));
     assert!(denial_on(&verdict, "spec.verify.appCheck.image").contains("white space"));
     assert!(denial_on(&verdict, "spec.verify.appCheck.command").contains("Required value"));
-    for (max_age, part) in [("2 days", "unit"), ("-1h", "not a duration"), ("1w", "unit")] {
+    for (max_age, part) in [
+        ("2 days", "unit"),
+        ("-1h", "not a duration"),
+        ("1w", "unit"),
+    ] {
         let verdict = offline(
             Kind::Schedule,
             &schedule(json!({"schedule": "@daily", "maxAge": max_age})),
