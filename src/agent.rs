@@ -169,7 +169,7 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
         AgentOp::Verify { verify_dir } => verify::run(&ctx, verify_dir).await,
         AgentOp::Restore {
             snapshot,
-            source_namespace: _,
+            source_namespace,
             path,
             claim,
             target_dir,
@@ -198,7 +198,14 @@ async fn execute(args: &AgentArgs, http: reqwest::Client) -> Result<RunReport> {
                 }
             };
             let wanted = restore::Wanted::new(path.as_deref(), claim.as_deref());
-            restore::run(&ctx, snapshot.as_deref(), &wanted, &target).await
+            // A disaster-recovery restore reads another namespace's snapshots; an empty
+            // value (an unset field rendered into the Job) means the run's own.
+            let source = source_namespace
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&ctx.namespace);
+            restore::run(&ctx, source, snapshot.as_deref(), &wanted, &target).await
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::{Error, Result};
 /// The labels of the pushed group.
 #[derive(Clone, Copy, Debug)]
 pub struct Labels<'a> {
-    /// backup, check, prune or restore.
+    /// backup, check, prune, restore or verify.
     pub kind: &'a str,
     /// Namespace of the run.
     pub namespace: &'a str,

@@ -13,6 +13,7 @@
 mod bounded;
 mod explain;
 mod output;
+mod restore_output;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -26,7 +27,11 @@ use bounded::read_capped;
 pub use bounded::{BoundedLines, stderr_tail};
 pub use explain::explain;
 use output::parse_snapshots;
-pub use output::{BackupOutput, BackupSummary, Node, Snapshot, UnreadableItem, read_backup_output};
+pub use output::{
+    BackupOutput, BackupSummary, Node, Snapshot, SnapshotSummary, UnreadableItem,
+    read_backup_output,
+};
+pub use restore_output::{FailedItem, RestoreOutput, RestoreSummary, read_restore_output};
 
 /// Exit code restic uses when it wrote a snapshot but could not read some files.
 pub const EXIT_PARTIAL: i32 = 3;
@@ -293,6 +298,69 @@ impl Restic {
         let mut snapshots = parse_snapshots(&out)?;
         snapshots.sort_by_key(Snapshot::timestamp);
         Ok(snapshots)
+    }
+
+    /// The newest snapshot of each set of paths of `host` (restic groups `--latest` by host
+    /// and paths), oldest first.
+    pub async fn latest_snapshots(&self, host: &str) -> Result<Vec<Snapshot>> {
+        let out = self
+            .run_ok([
+                "snapshots",
+                "--json",
+                "--no-lock",
+                "--host",
+                host,
+                "--latest",
+                "1",
+            ])
+            .await?;
+        let mut snapshots = parse_snapshots(&out)?;
+        snapshots.sort_by_key(Snapshot::timestamp);
+        Ok(snapshots)
+    }
+
+    /// The snapshot of `host` with this ID or unique ID prefix. restic ignores `--host` once
+    /// an ID is given, so the host's own list is searched: a snapshot of another namespace is
+    /// never found by a prefix it happens to share.
+    pub async fn snapshot_of_host(&self, host: &str, id: &str) -> Result<Snapshot> {
+        let snapshots = self.snapshots(Some(host)).await?;
+        let mut matching = snapshots.into_iter().filter(|s| s.id.starts_with(id));
+        match (matching.next(), matching.next()) {
+            (Some(snapshot), None) => Ok(snapshot),
+            (None, _) => Err(Error::InvalidSpec(format!(
+                "no snapshot {id} of namespace {host} in the repository"
+            ))),
+            (Some(_), Some(_)) => Err(Error::InvalidSpec(format!(
+                "snapshot ID {id} is ambiguous among the snapshots of namespace {host}; give more \
+                 of it"
+            ))),
+        }
+    }
+
+    /// `restic restore --json --verify` of snapshot `id` (only the `include`d paths when
+    /// there are any) into `target`, read to the end. restic takes its shared lock for the
+    /// restore alone and drops it when it exits; its exit code is in the output, for the
+    /// caller to judge.
+    pub async fn restore_verified(
+        &self,
+        id: &str,
+        include: &[String],
+        target: &std::path::Path,
+    ) -> Result<RestoreOutput> {
+        let mut args: Vec<std::ffi::OsString> = ["restore", "--json", "--verify", id, "--target"]
+            .map(Into::into)
+            .to_vec();
+        args.push(target.as_os_str().to_owned());
+        for path in include {
+            args.push("--include".into());
+            args.push(path.into());
+        }
+        let mut child = self.spawn(&mut self.command(&args))?;
+        let stdout = child.stdout.take().expect("stdout is piped by command()");
+        let stderr = child.stderr.take().expect("stderr is piped by command()");
+        let mut output = read_restore_output(stdout, stderr).await;
+        output.code = child.wait().await.ok().and_then(|s| s.code());
+        Ok(output)
     }
 
     /// The full ID of the snapshot with this ID prefix.

@@ -1,7 +1,9 @@
 //! `baas agent restore`: one snapshot (or part of it) into a directory or to S3 as `.tar.gz`.
 //!
 //! The snapshot is the one asked for, or else the newest of the namespace that holds the path;
-//! never the repository-wide latest. The contents of the path become the root of the target.
+//! never the repository-wide latest. The namespace is the run's own, or the source namespace
+//! a disaster-recovery restore names; a snapshot ID is looked up among that namespace's
+//! snapshots only, so another namespace's data is read only when it is asked for. The contents of the path become the root of the target.
 //! A PVC target without a path takes `/data/<claim>` when the snapshot has it, else the whole
 //! snapshot (see [`Wanted`]); the snapshot is then the newest that holds `/data/<claim>`,
 //! since with one backup Job per node the newest snapshot may hold other claims only.
@@ -29,8 +31,8 @@ use crate::report::RunReport;
 use crate::{Error, Result};
 
 pub use snapshot::{Wanted, choose, holds, normalize_path};
-pub use to_dir::restore_args;
 use to_dir::restore_to_dir;
+pub use to_dir::{escape_pattern, restore_args};
 use to_s3::restore_to_s3;
 
 /// Where a restore writes.
@@ -47,16 +49,17 @@ pub enum Target {
     S3(Destination),
 }
 
-/// Restores and reports.
+/// Restores from the snapshots of namespace `source` (restic's host) and reports.
 pub async fn run(
     ctx: &AgentEnv,
+    source: &str,
     snapshot: Option<&str>,
     wanted: &Wanted,
     target: &Target,
 ) -> Result<RunReport> {
     ctx.restic.open(false).await?;
     let unlocked = super::locks::remove_stale(ctx).await?;
-    let (snapshot, mut path) = choose_snapshot(ctx, snapshot, wanted).await?;
+    let (snapshot, mut path) = choose_snapshot(ctx, source, snapshot, wanted).await?;
     let node = if path == "/" {
         None
     } else {
@@ -116,11 +119,12 @@ pub async fn run(
 
 async fn choose_snapshot(
     ctx: &AgentEnv,
+    source: &str,
     wanted_id: Option<&str>,
     wanted: &Wanted,
 ) -> Result<(Snapshot, String)> {
     if let Some(id) = wanted_id.map(str::trim).filter(|id| !id.is_empty()) {
-        let snapshot = ctx.restic.snapshot(id).await?;
+        let snapshot = ctx.restic.snapshot_of_host(source, id).await?;
         return choose(std::slice::from_ref(&snapshot), wanted).ok_or_else(|| {
             Error::InvalidSpec(format!(
                 "snapshot {} does not hold {} (its paths: {})",
@@ -130,14 +134,13 @@ async fn choose_snapshot(
             ))
         });
     }
-    let snapshots = ctx.restic.snapshots(Some(&ctx.namespace)).await?;
+    let snapshots = ctx.restic.snapshots(Some(source)).await?;
     choose(&snapshots, wanted).ok_or_else(|| match wanted {
-        Wanted::Path(path) => Error::InvalidSpec(format!(
-            "no snapshot of namespace {} holds {path}",
-            ctx.namespace
-        )),
+        Wanted::Path(path) => {
+            Error::InvalidSpec(format!("no snapshot of namespace {source} holds {path}"))
+        }
         Wanted::ClaimOrWhole(_) | Wanted::Whole => {
-            Error::InvalidSpec(format!("namespace {} has no snapshots", ctx.namespace))
+            Error::InvalidSpec(format!("namespace {source} has no snapshots"))
         }
     })
 }

@@ -265,6 +265,31 @@ impl S3Server {
         (bucket, rusty_s3::Credentials::new(ACCESS_KEY, SECRET_KEY))
     }
 
+    /// The directory the server keeps its buckets in, one subdirectory each.
+    pub fn store(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Deletes an object through the S3 API (the server caches its directory listings, so a
+    /// file removed behind its back would still be listed).
+    pub async fn delete(&self, bucket: &str, key: &str) {
+        use rusty_s3::S3Action;
+        let (bucket, credentials) = self.bucket(bucket);
+        let url = bucket
+            .delete_object(Some(&credentials), key)
+            .sign(Duration::from_secs(600));
+        let response = reqwest::Client::new()
+            .delete(url)
+            .send()
+            .await
+            .expect("DELETE object");
+        assert!(
+            response.status().is_success(),
+            "DELETE {key}: {}",
+            response.status()
+        );
+    }
+
     /// Reads an object.
     pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         use rusty_s3::S3Action;

@@ -29,6 +29,21 @@ pub struct Snapshot {
     /// Tags of the snapshot.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// What the backup recorded about itself (restic ≥ 0.17); absent in older snapshots.
+    #[serde(default)]
+    pub summary: Option<SnapshotSummary>,
+}
+
+/// The part of a snapshot's recorded `summary` a verification compares with what it
+/// restored: the files and bytes the backup read.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// Regular files the backup read.
+    #[serde(default)]
+    pub total_files_processed: u64,
+    /// Bytes of those files.
+    #[serde(default)]
+    pub total_bytes_processed: u64,
 }
 
 impl Snapshot {

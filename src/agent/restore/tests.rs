@@ -15,6 +15,7 @@ fn snapshot(paths: &[&str]) -> Snapshot {
         paths: paths.iter().map(|p| p.to_string()).collect(),
         hostname: "ns".into(),
         tags: vec![],
+        summary: None,
     }
 }
 

@@ -72,7 +72,7 @@ pub fn restore_args(id: &str, path: &str, is_dir: bool, dir: &Path) -> Vec<Strin
 
 /// A file name as a restic pattern that matches only itself: restic matches patterns like
 /// Go's `filepath.Match`, where `*`, `?`, `[` and a backslash are special unless escaped.
-pub(super) fn escape_pattern(name: &str) -> String {
+pub fn escape_pattern(name: &str) -> String {
     let mut escaped = String::with_capacity(name.len());
     for c in name.chars() {
         if matches!(c, '*' | '?' | '[' | '\\') {
