@@ -116,15 +116,18 @@ def fail_jobs(selector):
 
     def patch(connection, job):
         meta = job["metadata"]
+        path = f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}/status"
         condition = {"status": "True", "reason": "BenchmarkEnded", "message": "ended by the benchmark",
                      "lastProbeTime": now, "lastTransitionTime": now}
-        status = {
-            "startTime": job.get("status", {}).get("startTime") or now,
-            "conditions": [dict(condition, type="FailureTarget"), dict(condition, type="Failed")],
-        }
-        return call(connection, "PATCH",
-                    f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}/status",
-                    {"status": status}, "application/merge-patch+json")
+        status = {"conditions": [dict(condition, type="FailureTarget"), dict(condition, type="Failed")]}
+        # a finished Job needs a startTime, which is immutable once the Job controller set it
+        if not job.get("status", {}).get("startTime"):
+            status["startTime"] = now
+        code, data = call(connection, "PATCH", path, {"status": status}, "application/merge-patch+json")
+        if code == 422 and "startTime" in status:  # the Job controller set it since the LIST
+            del status["startTime"]
+            code, data = call(connection, "PATCH", path, {"status": status}, "application/merge-patch+json")
+        return code, data
 
     failed = parallel(todo, patch)
     print(f"{len(todo) - failed} of {len(todo)} unfinished Jobs marked Failed")
