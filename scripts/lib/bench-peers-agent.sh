@@ -4,7 +4,7 @@
 # then an incremental run after 1 % changed, then a restore of the whole PVC by each. A sampler
 # on this machine (every node's pods run here) times each agent process from its first to its
 # last sight, every 0.1 s, and records its peak RSS and that of its restic; the three are timed
-# the same way. Sourced by scripts/bench-peers; expects its variables and helpers.
+# the same way. Sourced by scripts/bench-peers; expects its variables and functions.
 
 AGENT_NS=peers-agent
 
@@ -229,6 +229,7 @@ EOF
   write_data "$data" "$AGENT_MIB" >"$WORK/agent-data.json"
 
   k8up_start_operator "$K8UP_METRICS" "$k8up_image" "$OUT/k8up-agent.log"
+  # shellcheck disable=SC2153 # set by k8up_start_operator
   local k8up_pid="$K8UP_PID"
   [[ -f "$WORK/tls.key" ]] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
     -subj /CN=baas-bench -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >/dev/null 2>&1
