@@ -5,6 +5,7 @@
 #   scripts/lib/build-go-tool.sh restic                 # -> <cache>/restic-v0.18.1/restic
 #   scripts/lib/build-go-tool.sh local-path-provisioner
 #   scripts/lib/build-go-tool.sh helm
+#   scripts/lib/build-go-tool.sh k8up                   # the peer that scripts/bench-peers measures
 #
 # Prints the path of the binary. Versions are pinned here and nowhere else.
 set -euo pipefail
@@ -15,6 +16,7 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}" CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOL
 RESTIC_VERSION="${BAAS_RESTIC_VERSION:-0.18.1}"
 LOCAL_PATH_VERSION="${BAAS_LOCAL_PATH_VERSION:-0.0.30}"
 HELM_VERSION="${BAAS_HELM_VERSION:-3.22.0}"
+K8UP_VERSION="${BAAS_K8UP_VERSION:-2.13.1}"
 
 case "${1:-}" in
   restic)
@@ -28,7 +30,11 @@ case "${1:-}" in
     # `helm template` and `helm lint` assume is added below from Helm's go.mod
     module=helm.sh/helm/v3 version="v$HELM_VERSION" pkg=./cmd/helm
     ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" ;;
-  *) echo "usage: $0 restic|local-path-provisioner|helm" >&2; exit 2 ;;
+  k8up)
+    # operator and Job agent in one binary, stamped as K8up's release build stamps it
+    module=github.com/k8up-io/k8up/v2 version="v$K8UP_VERSION" pkg=./cmd/k8up
+    ldflags="-s -w -X main.version=$K8UP_VERSION" ;;
+  *) echo "usage: $0 restic|local-path-provisioner|helm|k8up" >&2; exit 2 ;;
 esac
 
 name="$1"

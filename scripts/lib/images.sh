@@ -15,6 +15,7 @@
 #   busybox                 docker.io/baas-test/busybox:dev test pods, local-path helper pods
 #   mariadb                 docker.io/baas-test/mariadb:dev Debian's mariadb-server
 #   local-path-provisioner  docker.io/baas-test/local-path-provisioner:v<version>
+#   k8up                    docker.io/baas-test/k8up:v<version>  K8up's Job image, for scripts/bench-peers
 #
 # The baas image is defined once, in image/ (packages, config, finish-rootfs.sh), which
 # Containerfile uses too: here on a Debian root filesystem from mmdebstrap, there on
@@ -33,7 +34,7 @@ REPO="$(cd "$(dirname "$SELF")/../.." && pwd)"
 DEF="$REPO/image"
 CACHE_DIR="${BAAS_CACHE_DIR:-$HOME/.cache/baas}"
 IMAGES_DIR="$CACHE_DIR/images"
-NAMES=(pause busybox local-path-provisioner mariadb baas)
+NAMES=(pause busybox local-path-provisioner mariadb baas k8up)
 # shellcheck source=image/config source-path=SCRIPTDIR/../..
 . "$DEF/config"
 
@@ -56,13 +57,17 @@ packages_of() { sed -e 's/#.*//' "$1" | tr -s '[:blank:]' '\n' | sed '/^$/d'; }
 size_of() { du -sh --apparent-size "$1" | cut -f1; }
 
 # The version of local-path-provisioner that build-go-tool.sh pins (versions live there only).
-lpp_version() {
-  local v="${BAAS_LOCAL_PATH_VERSION:-}"
+lpp_version() { pinned_version LOCAL_PATH; }
+
+# pinned_version NAME: the version of NAME_VERSION in build-go-tool.sh, or of BAAS_NAME_VERSION
+pinned_version() {
+  local var="BAAS_$1_VERSION" v
+  v="${!var:-}"
   if [[ -z $v ]]; then
-    v="$(sed -n 's/^LOCAL_PATH_VERSION="${BAAS_LOCAL_PATH_VERSION:-\([^}]*\)}".*/\1/p' \
+    v="$(sed -n "s/^$1_VERSION=\"\${BAAS_$1_VERSION:-\([^}]*\)}\".*/\1/p" \
       "$REPO/scripts/lib/build-go-tool.sh")"
   fi
-  [[ -n $v ]] || die "cannot read LOCAL_PATH_VERSION from scripts/lib/build-go-tool.sh"
+  [[ -n $v ]] || die "cannot read $1_VERSION from scripts/lib/build-go-tool.sh"
   echo "v$v"
 }
 
@@ -71,6 +76,7 @@ ref_of() {
     baas) echo "docker.io/library/baas:dev" ;;
     pause | busybox | mariadb) echo "docker.io/baas-test/$1:dev" ;;
     local-path-provisioner) echo "docker.io/baas-test/local-path-provisioner:$(lpp_version)" ;;
+    k8up) echo "docker.io/baas-test/k8up:$(pinned_version K8UP)" ;;
   esac
 }
 
@@ -205,6 +211,31 @@ build_baas() {
   sh "$DEF/finish-rootfs.sh" "$WORK/bundle/rootfs" "$WORK/baas" "$restic"
   pack baas "$ref" "$key" \
     --config.entrypoint="$IMAGE_ENTRYPOINT" --config.user="$IMAGE_USER" --config.env="PATH=$IMAGE_PATH"
+}
+
+# K8up's Job image as its Dockerfile makes it (k8up as the entrypoint, restic beside it, user
+# 65532, a writable /.cache), on the baas image's Debian base with the same restic, so that the
+# agents compared differ only in the agent.
+build_k8up() {
+  local ref="$1" bin restic key packages root
+  bin="$("$REPO/scripts/lib/build-go-tool.sh" k8up)"
+  restic="$("$REPO/scripts/lib/build-go-tool.sh" restic)"
+  mapfile -t packages < <(packages_of "$DEF/packages")
+  key="$({
+    contents "$SELF" "$DEF/packages" "$DEF/slim.dpkg.cfg"
+    contents "$bin" "$restic"
+  } | digest)"
+  fresh k8up "$key" && return
+  new_work k8up
+  root="$WORK/bundle/rootfs"
+  debian_rootfs baas "$root" -- "${packages[@]}"
+  install -D -m 0755 "$bin" "$root/usr/local/bin/k8up"
+  install -D -m 0755 "$restic" "$root/usr/local/bin/restic"
+  mkdir -p "$root/.cache" "$root/tmp"
+  chmod 0777 "$root/.cache"
+  chmod 1777 "$root/tmp"
+  pack k8up "$ref" "$key" --config.entrypoint=k8up --config.user=65532 \
+    --config.env="PATH=$IMAGE_PATH" --config.env=RESTIC_BINARY=/usr/local/bin/restic
 }
 
 build_pause() {
