@@ -67,7 +67,7 @@ pub fn operator_metrics(ns: &Namespace) -> String {
     // Read more than once by some tests: the account may exist already.
     let account = ns.kubectl(&["create", "serviceaccount", "scraper"]);
     assert!(
-        account.ok || account.stderr.contains("AlreadyExists"),
+        account.ok || account.stderr.contains("already exists"),
         "creating ServiceAccount scraper: {}",
         account.stderr
     );

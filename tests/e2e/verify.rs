@@ -19,7 +19,7 @@ const APP_CHECK: &str = r#"set -e
 dump=$(ls -d /verify/*-mariadb | head -n 1)
 test -s "$dump"
 mariadb-install-db --user=root --datadir=/tmp/db --skip-test-db --cross-bootstrap --auth-root-authentication-method=socket >/dev/null
-mariadbd --user=root --datadir=/tmp/db --skip-networking --socket=/tmp/db.sock &
+mariadbd --user=root --datadir=/tmp/db --skip-networking --socket=/tmp/db.sock --pid-file=/tmp/db.pid &
 tries=0
 until mariadb-admin --socket=/tmp/db.sock -uroot ping >/dev/null 2>&1; do
   tries=$((tries + 1)); [ "$tries" -lt 120 ] || { echo "mariadbd did not start"; exit 1; }
