@@ -188,6 +188,15 @@ impl<K: RunKind> Reconcile<'_, K> {
         self.ctx.publish(&event, &self.run.object_ref(&())).await;
     }
 
+    /// Reports the first `Running` status written: one Normal `Started` Event naming the
+    /// run's Jobs. It comes with the write rather than with the Jobs' creation, since a run
+    /// that ends before its `Running` status is due says all in its end Event, and one
+    /// write per run fewer counts at thousands of Schedules.
+    async fn report_running(&self, status: &RunStatus) {
+        let note = format!("created Job {}", status.jobs.join(", "));
+        self.publish(false, "Started", &note).await;
+    }
+
     /// Reports a terminal status: metrics, log, and one Event (Normal for a success, Warning
     /// otherwise). The contract reports every state change as an Event, and `kubectl
     /// describe` and event-based alerting rely on seeing the end of each run, so the success

@@ -66,7 +66,10 @@ pub(super) async fn observe<K: RunKind>(
         if let Some(wait) = running_write_wait(r, &jobs, &status) {
             return Ok(Action::requeue(wait));
         }
-        r.write(&status).await?;
+        let first_running = r.written.jobs.is_empty();
+        if r.write(&status).await? && first_running {
+            r.report_running(&status).await;
+        }
         ctx.unwritten_starts.forget(&meta.uid);
         return Ok(Action::requeue(RUNNING_RECHECK));
     }

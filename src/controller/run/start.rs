@@ -26,7 +26,9 @@ pub(super) const WAITING_RECHECK: Duration = Duration::from_secs(10);
 ///
 /// The `Running` status is written only when planning left problems to report (they exist
 /// nowhere else) or when there is no Job cache to find the Jobs in: otherwise the Jobs in the
-/// cache say that the run started, and the status waits (see [`super::reconcile`]).
+/// cache say that the run started, and the status waits (see [`super::reconcile`]). The
+/// `Started` Event goes with that write, wherever it happens: a run that ends first goes from
+/// no state to its end, in its status and in its Events alike.
 pub(super) async fn start<K: RunKind>(r: &Reconcile<'_, K>, current: &RunStatus) -> Result<Action> {
     let (ctx, run, meta) = (r.ctx, r.run, &r.meta);
     if let Some(message) = exclusive::wait_reason(ctx, run, meta).await? {
@@ -43,13 +45,9 @@ pub(super) async fn start<K: RunKind>(r: &Reconcile<'_, K>, current: &RunStatus)
         Created::All { names, created } => (names, created),
         Created::Failed { cause, reason } => return r.fail(current, cause, &reason).await,
     };
-    if created {
-        let note = format!("created Job {}", names.join(", "));
-        r.publish(false, "Started", &note).await;
-        if let Some(tick) = tick_of(run) {
-            let delay = jiff::Timestamp::now().duration_since(tick).as_secs_f64();
-            ctx.metrics.tick_to_job_seconds.observe(delay.max(0.0));
-        }
+    if created && let Some(tick) = tick_of(run) {
+        let delay = jiff::Timestamp::now().duration_since(tick).as_secs_f64();
+        ctx.metrics.tick_to_job_seconds.observe(delay.max(0.0));
     }
     let mut status = current.clone();
     status.jobs = names;
@@ -64,7 +62,9 @@ pub(super) async fn start<K: RunKind>(r: &Reconcile<'_, K>, current: &RunStatus)
         r.now,
     );
     if !status.errors.is_empty() || !ctx.stores.is_ready() {
-        r.write(&status).await?;
+        if r.write(&status).await? {
+            r.report_running(&status).await;
+        }
     } else {
         ctx.unwritten_starts.wrote(&meta.uid, status);
     }

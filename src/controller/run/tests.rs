@@ -100,7 +100,6 @@ mod mocked {
                 "/data/data"
             );
             respond(send, 200, &job);
-            expect_event(&mut handle, "Normal", "Started").await;
             let (method, uri, patch, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::PATCH);
             assert!(uri.starts_with("/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups/nightly-backup-202601010100/status"), "{uri}");
@@ -110,6 +109,7 @@ mod mocked {
                 json!(["nightly-backup-202601010100-backup"])
             );
             respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "Started").await;
         });
         reconcile(Arc::new(backup(None)), ctx)
             .await
@@ -219,9 +219,9 @@ mod mocked {
                 (http::Method::POST, "/apis/batch/v1/namespaces/team/jobs")
             );
             respond(send, 200, &job);
-            expect_event(&mut handle, "Normal", "Started").await;
-            // The next request comes from the second reconcile: no Running status came
-            // between, and the Job that vanished from the cache fails the run.
+            // The next request comes from the second reconcile: no Running status (and so
+            // no Started Event) came between, and the Job that vanished from the cache
+            // fails the run.
             let (method, _, patch, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::PATCH);
             assert_eq!(patch["status"]["state"], "Failed", "{patch}");
@@ -295,6 +295,8 @@ mod mocked {
             );
             assert_eq!(patch["status"]["startedAt"], json!(created.to_string()));
             respond_with_status(send, &patch);
+            // The Started Event comes with the first Running status, not with the Job.
+            expect_event(&mut handle, "Normal", "Started").await;
         });
         let action = reconcile(Arc::new(backup(None)), ctx)
             .await
@@ -494,7 +496,6 @@ mod mocked {
             let (method, uri, job, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::POST, "{uri}");
             respond(send, 200, &job);
-            expect_event(&mut handle, "Normal", "Started").await;
         });
         let action = reconcile(Arc::new(backup_created_ago(0)), ctx.clone())
             .await
@@ -583,12 +584,12 @@ mod mocked {
             let (_, send) = plan_until_job_create(&mut handle).await;
             let job = json!({"metadata": {"name": "nightly-backup-202601010100-backup"}});
             respond(send, 200, &job);
-            expect_event(&mut handle, "Normal", "Started").await;
             // Without a Job cache, the Running status is written at once.
             let (method, _, patch, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::PATCH);
             assert_eq!(patch["status"]["state"], "Running");
             respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "Started").await;
             expect_repository_jobs_of(&mut handle, "backup%2Ccheck%2Cprune", json!([])).await;
             let (method, _, patch, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::PATCH, "no second Job may be created");
