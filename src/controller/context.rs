@@ -2,7 +2,7 @@
 //! process remembers. It sits below the reconcilers and imports none of them.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -65,8 +65,9 @@ pub struct Context {
     /// Namespaces whose agent RBAC this process has applied (an optimisation only: applying
     /// again is harmless).
     pub rbac_done: Mutex<HashSet<String>>,
-    /// Repositories a Backup has written a snapshot to.
-    pub proven_repositories: ProvenRepositories,
+    /// Repositories a Backup has written a snapshot to; shared with the cache of finished
+    /// runs, which proves them from the Backups it keeps.
+    pub proven_repositories: Arc<ProvenRepositories>,
     /// Backups starting on a repository that is not proven.
     pub create_claims: CreateClaims,
 }
@@ -78,6 +79,7 @@ impl Context {
             controller: "baas".into(),
             instance: std::env::var("BAAS_POD_NAME").ok(),
         };
+        let proven_repositories = stores.finished.proven();
         Context {
             reporter,
             client,
@@ -88,7 +90,7 @@ impl Context {
             unwritten_starts: Recent::default(),
             recent_schedules: Recent::default(),
             rbac_done: Mutex::new(HashSet::new()),
-            proven_repositories: ProvenRepositories::default(),
+            proven_repositories,
             create_claims: CreateClaims::default(),
         }
     }

@@ -12,9 +12,10 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::context::{Context, Settings};
+use super::kinds::RunKind;
 use super::metrics::Metrics;
 use super::run::with_state;
-use super::stores::Stores;
+use super::stores::{FinishedRuns, Stores};
 use crate::crd::{Backup, RunState, RunStatus, Schedule, SnapshotRef, Summary};
 use crate::report::RunReport;
 
@@ -154,6 +155,18 @@ where
         writer.apply_watcher_event(&watcher::Event::InitApply(object));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// A filled run cache holding `runs`, filled as the watch fills it: the finished runs of a
+/// Schedule go to `finished` instead.
+pub fn filled_runs<K: RunKind>(finished: &FinishedRuns, runs: Vec<K>) -> Store<K> {
+    let (store, mut writer) = kube::runtime::reflector::store();
+    finished.reflect(&mut writer, &watcher::Event::Init);
+    for run in runs {
+        finished.reflect(&mut writer, &watcher::Event::InitApply(run));
+    }
+    finished.reflect(&mut writer, &watcher::Event::InitDone);
     store
 }
 

@@ -28,8 +28,7 @@ pub use status::{
     with_state,
 };
 
-/// On runs a Schedule created: the cron tick (RFC 3339) the run is for.
-pub const ANNOTATION_TICK: &str = "backup.appuio.ch/tick";
+pub use super::stores::ANNOTATION_TICK;
 
 /// While a run's Job is going, how often to look at its pods (a pod stuck on a missing Secret
 /// changes no Job status, so no watch event would tell).
@@ -69,6 +68,13 @@ pub fn run_meta<K: RunKind>(run: &K) -> Result<RunMeta> {
 pub async fn reconcile<K: RunKind>(run: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled(K::OP.kind());
     let run = run.as_ref();
+    // A Schedule's run that ended is kept apart from the caches; its end may be this
+    // process's own write that the cache does not show yet.
+    if ctx.stores.finished.contains(run) {
+        ctx.unwritten_starts.forget(&run.uid().unwrap_or_default());
+        debug!(name = %run.name_any(), "run already ended");
+        return Ok(Action::await_change());
+    }
     let written = ctx
         .recent_runs
         .freshest(&run.uid().unwrap_or_default(), run.run_status())
@@ -151,8 +157,13 @@ impl<K: RunKind> Reconcile<'_, K> {
             )
             .await?;
         if let Some(uid) = self.run.uid() {
-            // Compared with the cache later, so in the form the cache keeps.
-            self.ctx.recent_runs.wrote(&uid, status.as_cached());
+            if self.ctx.stores.finished.wrote(self.run, status) {
+                // Its end is known from there on; no reconcile will compare it with the cache.
+                self.ctx.recent_runs.forget(&uid);
+            } else {
+                // Compared with the cache later, so in the form the cache keeps.
+                self.ctx.recent_runs.wrote(&uid, status.as_cached());
+            }
         }
         Ok(true)
     }

@@ -12,12 +12,15 @@ use kube::runtime::reflector::Store;
 
 use super::kinds::RunKind;
 use crate::crd::{Backup, Check, Prune, Restore, Verify};
+pub use finished::{ANNOTATION_TICK, FinishedRun, FinishedRuns};
+
+mod finished;
 
 /// The caches of run objects kept by the run controllers, read by the Schedule reconciler
 /// (history, last state) and for repository exclusivity without extra API calls.
 #[derive(Clone)]
 pub struct Stores {
-    /// Every Backup of the cluster.
+    /// Every Backup of the cluster but the finished ones of Schedules (in `finished`).
     pub backups: Store<Backup>,
     /// Every Check.
     pub checks: Store<Check>,
@@ -29,6 +32,8 @@ pub struct Stores {
     pub verifies: Store<Verify>,
     /// Every Job the operator made, without their specs.
     pub jobs: Store<JobState>,
+    /// The finished runs of Schedules, which the run caches above do not hold.
+    pub finished: FinishedRuns,
     /// Set once the Backup, Check, Prune, Verify and Job caches hold the cluster's state; until then
     /// the reconcilers ask the API server instead.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
@@ -46,6 +51,7 @@ impl Stores {
             restores: kube::runtime::reflector::store().0,
             verifies: kube::runtime::reflector::store().0,
             jobs: kube::runtime::reflector::store().0,
+            finished: FinishedRuns::default(),
             ready: Arc::default(),
             cluster: None,
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::Store;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
@@ -19,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::context::{Context, Settings};
 use super::kinds::RunKind;
 use super::metrics::Metrics;
-use super::stores::{JobState, Stores, strip_meta, strip_run};
+use super::stores::{FinishedRuns, JobState, Stores, strip_meta, strip_run};
 use super::{run, schedule};
 use crate::Result;
 use crate::crd::{Backup, Check, Kind, Prune, Restore, Schedule, Verify};
@@ -74,7 +75,7 @@ type Route<K> = (
 /// react to it, and its objects are kept once, stripped by `strip`.
 struct Feed<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
-    writer: kube::runtime::reflector::store::Writer<K>,
+    writer: Writer<K>,
     routes: Vec<Route<K>>,
 }
 
@@ -104,15 +105,26 @@ where
         receiver
     }
 
-    /// Watches until shutdown, with the watcher's backoff after errors.
-    async fn run(self, api: Api<K>, config: watcher::Config, strip: fn(&mut K)) {
-        use futures::SinkExt;
+    /// Watches until shutdown, with the watcher's backoff after errors. `cache` applies each
+    /// event to the cache (see [`cache_all`]).
+    async fn run(
+        self,
+        api: Api<K>,
+        config: watcher::Config,
+        strip: fn(&mut K),
+        mut cache: impl FnMut(&mut Writer<K>, &watcher::Event<K>) + Send,
+    ) {
+        use futures::{SinkExt, TryStreamExt};
         use kube::runtime::WatchStreamExt;
         let mut routes = self.routes;
+        let mut writer = self.writer;
         let stream = watcher(api, config)
             .default_backoff()
             .modify(strip)
-            .reflect(self.writer)
+            .map_ok(move |event| {
+                cache(&mut writer, &event);
+                event
+            })
             .touched_objects();
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
@@ -131,6 +143,14 @@ where
             }
         }
     }
+}
+
+/// Caches every object of the watch.
+fn cache_all<K>(writer: &mut Writer<K>, event: &watcher::Event<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    writer.apply_watcher_event(event);
 }
 
 fn everything<K>(_: &K) -> bool {
@@ -214,6 +234,7 @@ pub async fn run_controllers(
         restores: restores.store.clone(),
         verifies: verifies.store.clone(),
         jobs: jobs.store.clone(),
+        finished: FinishedRuns::default(),
         ready: Arc::default(),
         cluster,
     };
@@ -239,30 +260,53 @@ pub async fn run_controllers(
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")),
     );
     let all = watcher::Config::default;
+    // A Schedule's finished runs go to `stores.finished` instead of their caches.
+    let finished = &stores.finished;
     let feeds = futures::future::join_all([
-        jobs.run(job_api, job_config, |j: &mut JobState| {
-            strip_meta(&mut j.metadata)
-        })
+        jobs.run(
+            job_api,
+            job_config,
+            |j: &mut JobState| strip_meta(&mut j.metadata),
+            cache_all,
+        )
         .boxed(),
         backups
-            .run(Api::all(client.clone()), all(), strip_run::<Backup>)
+            .run(Api::all(client.clone()), all(), strip_run::<Backup>, {
+                let finished = finished.clone();
+                move |w, e| finished.reflect(w, e)
+            })
             .boxed(),
         checks
-            .run(Api::all(client.clone()), all(), strip_run::<Check>)
+            .run(Api::all(client.clone()), all(), strip_run::<Check>, {
+                let finished = finished.clone();
+                move |w, e| finished.reflect(w, e)
+            })
             .boxed(),
         prunes
-            .run(Api::all(client.clone()), all(), strip_run::<Prune>)
+            .run(Api::all(client.clone()), all(), strip_run::<Prune>, {
+                let finished = finished.clone();
+                move |w, e| finished.reflect(w, e)
+            })
             .boxed(),
         restores
-            .run(Api::all(client.clone()), all(), strip_run::<Restore>)
+            .run(Api::all(client.clone()), all(), strip_run::<Restore>, {
+                let finished = finished.clone();
+                move |w, e| finished.reflect(w, e)
+            })
             .boxed(),
         verifies
-            .run(Api::all(client.clone()), all(), strip_run::<Verify>)
+            .run(Api::all(client.clone()), all(), strip_run::<Verify>, {
+                let finished = finished.clone();
+                move |w, e| finished.reflect(w, e)
+            })
             .boxed(),
         schedules
-            .run(Api::all(client.clone()), all(), |s: &mut Schedule| {
-                strip_meta(&mut s.metadata)
-            })
+            .run(
+                Api::all(client.clone()),
+                all(),
+                |s: &mut Schedule| strip_meta(&mut s.metadata),
+                cache_all,
+            )
             .boxed(),
     ]);
 

@@ -357,6 +357,39 @@ mod mocked {
         server.await.expect("mock server");
     }
 
+    #[tokio::test]
+    async fn a_schedules_run_that_ended_is_not_ended_again_while_the_cache_lags() {
+        let previous =
+            serde_json::to_value(running(&["nightly-backup-202601010100-backup"])).expect("json");
+        let mut run = backup(Some(previous));
+        run.metadata.owner_references = Some(vec![
+            serde_json::from_value(json!({"apiVersion": "backup.appuio.ch/v1alpha1",
+                "kind": "Schedule", "name": "nightly", "uid": "sched-uid", "controller": true}))
+            .expect("owner"),
+        ]);
+        let run = Arc::new(run);
+        let (ctx, mut handle) = mock_context(filled_stores(Vec::new()));
+        let server = tokio::spawn(async move {
+            expect_failed_run(&mut handle).await;
+            assert!(
+                handle.next_request().await.is_none(),
+                "one status write and one Event"
+            );
+        });
+        reconcile(run.clone(), ctx.clone())
+            .await
+            .expect("reconcile");
+        assert!(
+            ctx.stores.finished.contains(run.as_ref()),
+            "kept as finished"
+        );
+        // Woken again (by its own status write, say) before the watch shows the end.
+        let action = reconcile(run, ctx.clone()).await.expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        drop(ctx);
+        server.await.expect("mock server");
+    }
+
     /// Answers the planning of a backup of one ReadWriteMany claim and the agent's RBAC,
     /// up to the Job's creation, which it returns unanswered.
     async fn plan_until_job_create(

@@ -151,16 +151,29 @@ pub async fn listed_runs<K: ScheduledKind>(
     Ok(owned(runs.iter(), uid))
 }
 
-/// The runs of this kind that the Schedule with `uid` owns, from the cache.
+/// The runs of this kind that the Schedule with `uid` owns, from the caches: the finished
+/// ones from `stores.finished`, the others from the cache of the kind. A run that this process
+/// has just ended may be in both, and counts as ended.
 pub fn owned_runs<K: ScheduledKind>(ctx: &Context, namespace: &str, uid: &str) -> Vec<OwnedRun> {
+    let finished = ctx.stores.finished.of_schedule(K::OP, uid);
     let state = K::cache(&ctx.stores).state();
-    owned(
+    let mut runs = owned(
         state
             .iter()
             .map(|r| r.as_ref())
-            .filter(|r| r.namespace().as_deref() == Some(namespace)),
+            .filter(|r| r.namespace().as_deref() == Some(namespace))
+            .filter(|r| !finished.iter().any(|f| *f.name == *r.name_any())),
         uid,
-    )
+    );
+    runs.extend(finished.into_iter().map(|f| OwnedRun {
+        name: f.name.into(),
+        created: f.created,
+        state: Some(f.state),
+        finished: f.finished,
+        tick: f.tick,
+        verified_snapshot: f.verified_snapshot,
+    }));
+    runs
 }
 
 fn owned<'a, K: RunKind>(runs: impl Iterator<Item = &'a K>, uid: &str) -> Vec<OwnedRun> {

@@ -1,6 +1,9 @@
 use super::*;
 use crate::controller::Stores;
-use crate::controller::fixtures::{Handle, at, backend, filled, mock_context, respond, schedule};
+use crate::controller::fixtures::{
+    Handle, at, backend, filled, filled_runs, mock_context, respond, schedule,
+};
+use crate::controller::stores::FinishedRuns;
 use crate::crd::RunState;
 use crate::crd::schedule::OperationStatus;
 use crate::cron::CronSchedule;
@@ -542,4 +545,70 @@ fn last_verified_is_the_newest_successful_verification_and_survives_its_run() {
         Some(Time(at("2026-01-01T01:00:00Z")))
     );
     assert_eq!(last_verified(&OperationStatus::default(), &runs[1..]), None);
+}
+
+#[tokio::test]
+async fn history_beyond_keep_jobs_deletes_the_oldest_finished_run_kept_apart_from_the_cache() {
+    let now = jiff::Timestamp::now();
+    let minute = jiff::SignedDuration::from_secs(60);
+    let previous_tick = jiff::Timestamp::from_second(now.as_second() - now.as_second() % 60)
+        .expect("this minute")
+        - minute;
+    let run = |tick: jiff::Timestamp| -> Backup {
+        serde_json::from_value(json!({
+            "apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Backup",
+            "metadata": {"name": run_name("nightly", Operation::Backup, tick), "namespace": "team",
+                         "uid": format!("run-{}", tick.as_second()), "creationTimestamp": tick.to_string(),
+                         "annotations": {"backup.appuio.ch/tick": tick.to_string()},
+                         "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Schedule",
+                                              "name": "nightly", "uid": "sched-uid", "controller": true}]},
+            "spec": {"backend": backend()},
+            "status": {"state": "Failed", "finishedAt": (tick + minute / 2).to_string()},
+        }))
+        .expect("test backup")
+    };
+    let finished = FinishedRuns::default();
+    let stores = Stores {
+        backups: filled_runs(
+            &finished,
+            vec![run(previous_tick - minute), run(previous_tick)],
+        ),
+        finished,
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        ..Stores::empty()
+    };
+    assert!(
+        stores.backups.state().is_empty(),
+        "finished runs are kept apart"
+    );
+    let (ctx, mut handle) = mock_context(stores);
+    let mut sched =
+        schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *", "keepJobs": 1}}));
+    sched.status = serde_json::from_value(json!({
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled", "message": "",
+                        "observedGeneration": 1, "lastTransitionTime": "2020-01-01T00:00:00Z"}],
+        "backup": {"lastRun": previous_tick.to_string(),
+                   "lastRunName": run_name("nightly", Operation::Backup, previous_tick),
+                   "lastState": "Failed",
+                   "nextRun": (previous_tick + minute).to_string()},
+    }))
+    .expect("test status");
+    let oldest = run_name("nightly", Operation::Backup, previous_tick - minute);
+    let server = tokio::spawn(async move {
+        let (request, send) = handle.next_request().await.expect("create request");
+        assert_eq!(request.method(), http::Method::POST);
+        let backup = body_json(request).await;
+        respond(send, 201, &backup);
+        let (request, send) = handle.next_request().await.expect("delete request");
+        assert_eq!(request.method(), http::Method::DELETE);
+        assert_eq!(
+            request.uri().path(),
+            format!("/apis/backup.appuio.ch/v1alpha1/namespaces/team/backups/{oldest}")
+        );
+        respond(send, 200, &json!({"kind": "Status", "status": "Success"}));
+        assert!(handle.next_request().await.is_none(), "nothing else");
+    });
+    reconcile(Arc::new(sched), ctx).await.expect("reconcile");
+    server.await.expect("mock server");
 }
