@@ -169,9 +169,12 @@ for obj in clusterrole/baas-operator clusterrole/baas-agent clusterrole/baas-met
   kubectl get "$obj" >/dev/null 2>&1 && left+=("$obj")
 done
 ((${#left[@]} == 0)) && pass "helm uninstall removed every object of the chart" || fail "left after helm uninstall" "${left[*]}"
+# every CRD the chart ships, counted from the chart so that a new kind is counted too
+shipped="$(grep -c '^kind: CustomResourceDefinition' charts/baas/crds/crds.yaml)"
 crds="$(kubectl get crd -o name | grep -c 'backup.appuio.ch$' || true)"
 backups="$(k get backups --no-headers 2>/dev/null | wc -l)"
-[[ "$crds" == 5 && "$backups" == 2 ]] && pass "the 5 CRDs and both Backups remain" || fail "CRDs after uninstall" "$crds CRDs, $backups Backups"
+[[ "$crds" == "$shipped" && "$backups" == 2 ]] && pass "the $shipped CRDs and both Backups remain" \
+  || fail "CRDs after uninstall" "$crds of $shipped CRDs, $backups Backups"
 
 # 7. back to the manifests install
 scripts/cluster install-operator >/dev/null
