@@ -145,6 +145,20 @@ where
     }
 }
 
+impl<K: RunKind> Feed<K> {
+    /// Watches every run of the kind, each cached as its outline, except a Schedule's finished
+    /// runs, which go to `finished` instead (see [`FinishedRuns::reflect`]).
+    async fn run_runs(self, client: Client, finished: FinishedRuns) {
+        self.run(
+            Api::all(client),
+            watcher::Config::default(),
+            strip_run::<K>,
+            move |writer, event| finished.reflect(writer, event),
+        )
+        .await;
+    }
+}
+
 /// Caches every object of the watch.
 fn cache_all<K>(writer: &mut Writer<K>, event: &watcher::Event<K>)
 where
@@ -270,36 +284,11 @@ pub async fn run_controllers(
             cache_all,
         )
         .boxed(),
-        backups
-            .run(Api::all(client.clone()), all(), strip_run::<Backup>, {
-                let finished = finished.clone();
-                move |w, e| finished.reflect(w, e)
-            })
-            .boxed(),
-        checks
-            .run(Api::all(client.clone()), all(), strip_run::<Check>, {
-                let finished = finished.clone();
-                move |w, e| finished.reflect(w, e)
-            })
-            .boxed(),
-        prunes
-            .run(Api::all(client.clone()), all(), strip_run::<Prune>, {
-                let finished = finished.clone();
-                move |w, e| finished.reflect(w, e)
-            })
-            .boxed(),
-        restores
-            .run(Api::all(client.clone()), all(), strip_run::<Restore>, {
-                let finished = finished.clone();
-                move |w, e| finished.reflect(w, e)
-            })
-            .boxed(),
-        verifies
-            .run(Api::all(client.clone()), all(), strip_run::<Verify>, {
-                let finished = finished.clone();
-                move |w, e| finished.reflect(w, e)
-            })
-            .boxed(),
+        backups.run_runs(client.clone(), finished.clone()).boxed(),
+        checks.run_runs(client.clone(), finished.clone()).boxed(),
+        prunes.run_runs(client.clone(), finished.clone()).boxed(),
+        restores.run_runs(client.clone(), finished.clone()).boxed(),
+        verifies.run_runs(client.clone(), finished.clone()).boxed(),
         schedules
             .run(
                 Api::all(client.clone()),
