@@ -162,7 +162,11 @@ pub fn owned_runs<K: ScheduledKind>(ctx: &Context, namespace: &str, uid: &str) -
             .iter()
             .map(|r| r.as_ref())
             .filter(|r| r.namespace().as_deref() == Some(namespace))
-            .filter(|r| !finished.iter().any(|f| *f.name == *r.name_any())),
+            .filter(|r| {
+                !finished
+                    .iter()
+                    .any(|f| r.meta().name.as_deref() == Some(&*f.name))
+            }),
         uid,
     );
     runs.extend(finished.into_iter().map(|f| OwnedRun {
