@@ -202,6 +202,30 @@ fn with_status(patch: &Value) -> Value {
     object
 }
 
+/// The status of the every-minute Schedule `nightly` as written when the run of
+/// `previous_tick` ended: Ready, and its backup section with that run, the next tick and
+/// `outcome` (`lastState`, `lastSuccess`).
+fn status_after<T: serde::de::DeserializeOwned>(
+    previous_tick: jiff::Timestamp,
+    outcome: Value,
+) -> T {
+    let mut backup = json!({
+        "lastRun": previous_tick.to_string(),
+        "lastRunName": run_name("nightly", Operation::Backup, previous_tick),
+        "nextRun": (previous_tick + jiff::SignedDuration::from_secs(60)).to_string(),
+    });
+    if let (Some(fields), Some(extra)) = (backup.as_object_mut(), outcome.as_object()) {
+        fields.extend(extra.clone());
+    }
+    serde_json::from_value(json!({
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled", "message": "",
+                        "observedGeneration": 1, "lastTransitionTime": "2020-01-01T00:00:00Z"}],
+        "backup": backup,
+    }))
+    .expect("test status")
+}
+
 async fn body_json(request: Request<Body>) -> Value {
     let bytes = request.into_body().collect_bytes().await.expect("body");
     serde_json::from_slice(&bytes).expect("json body")
@@ -492,16 +516,10 @@ async fn tick_with_filled_caches_creates_the_run_without_a_status_write() {
     let (ctx, mut handle) = mock_context(stores);
     // The status written when the previous run ended.
     let mut sched = schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *"}}));
-    sched.status = serde_json::from_value(json!({
-        "observedGeneration": 1,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled", "message": "",
-                        "observedGeneration": 1, "lastTransitionTime": "2020-01-01T00:00:00Z"}],
-        "backup": {"lastRun": previous_tick.to_string(),
-                   "lastRunName": run_name("nightly", Operation::Backup, previous_tick),
-                   "lastState": "Succeeded", "lastSuccess": finished.to_string(),
-                   "nextRun": (previous_tick + jiff::SignedDuration::from_secs(60)).to_string()},
-    }))
-    .expect("test status");
+    sched.status = status_after(
+        previous_tick,
+        json!({"lastState": "Succeeded", "lastSuccess": finished.to_string()}),
+    );
     let server = tokio::spawn(async move {
         let (request, send) = handle.next_request().await.expect("create request");
         assert_eq!(request.method(), http::Method::POST);
@@ -584,16 +602,7 @@ async fn history_beyond_keep_jobs_deletes_the_oldest_finished_run_kept_apart_fro
     let (ctx, mut handle) = mock_context(stores);
     let mut sched =
         schedule(json!({"backend": backend(), "backup": {"schedule": "* * * * *", "keepJobs": 1}}));
-    sched.status = serde_json::from_value(json!({
-        "observedGeneration": 1,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled", "message": "",
-                        "observedGeneration": 1, "lastTransitionTime": "2020-01-01T00:00:00Z"}],
-        "backup": {"lastRun": previous_tick.to_string(),
-                   "lastRunName": run_name("nightly", Operation::Backup, previous_tick),
-                   "lastState": "Failed",
-                   "nextRun": (previous_tick + minute).to_string()},
-    }))
-    .expect("test status");
+    sched.status = status_after(previous_tick, json!({"lastState": "Failed"}));
     let oldest = run_name("nightly", Operation::Backup, previous_tick - minute);
     let server = tokio::spawn(async move {
         let (request, send) = handle.next_request().await.expect("create request");
