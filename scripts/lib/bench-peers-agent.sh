@@ -131,6 +131,8 @@ run_state() {
 # agent_run WHO STEP: one timed run; appends its figures to $WORK/agent-runs
 agent_run() {
   local who="$1" step="$2" sampler state=running
+  # the run before wrote a whole repository; its writeback must not land in this one
+  sync
   python3 scripts/lib/bench_peers.py sample "$WORK/sample.json" &
   sampler=$!
   sleep 0.5
