@@ -275,6 +275,7 @@ async fn stream_command<E: PodExec>(
         .spawn(&mut restic_command)
         .map_err(|e| e.to_string())?;
     let mut stdin = child.stdin.take().expect("stdin is piped above");
+    widen_pipe(&stdin);
     let output = tokio::spawn(restic::read_backup_output(
         child.stdout.take().expect("stdout is piped by command()"),
         child.stderr.take().expect("stderr is piped by command()"),
@@ -326,6 +327,19 @@ async fn stream_command<E: PodExec>(
         .map_err(|e| format!("reading restic's output failed: {e}"))?;
     output.code = code;
     Ok(output)
+}
+
+/// Bytes a pipe between the command and restic holds. Linux's default of 64 KiB makes the
+/// writer, the agent and restic take turns on every 64 KiB of a dump; a larger pipe lets each
+/// run for longer between switches (1 MiB is the most an unprivileged process may set).
+pub const PIPE_SIZE: usize = 1 << 20;
+
+/// Enlarges a pipe to [`PIPE_SIZE`] where the kernel allows it; the default size still
+/// works, only slower.
+pub fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_SIZE) {
+        tracing::debug!("keeping the default pipe size: {e}");
+    }
 }
 
 enum Pump {

@@ -189,6 +189,7 @@ impl PodExec for LocalExec {
             .spawn()
             .map_err(|e| format!("cannot start sh: {e}"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        super::backup::widen_pipe(&stdout);
         let stderr = child.stderr.take().expect("stderr is piped");
         let finished = async move {
             let status = child.wait().await.map_err(|e| e.to_string())?;

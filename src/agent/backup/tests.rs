@@ -137,3 +137,17 @@ fn unreadable_files_make_the_run_partial() {
     assert_eq!(report.state, Some(RunState::PartiallySucceeded));
     assert_eq!(report.errors.len(), 1);
 }
+
+#[tokio::test]
+async fn the_pipe_into_restic_holds_a_mebibyte() {
+    let mut child = tokio::process::Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cat starts");
+    let stdin = child.stdin.take().expect("stdin is piped");
+    widen_pipe(&stdin);
+    let size = rustix::pipe::fcntl_getpipe_size(&stdin).expect("a pipe has a size");
+    assert_eq!(size, PIPE_SIZE);
+}
