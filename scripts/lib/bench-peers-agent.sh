@@ -7,6 +7,8 @@
 # the same way. Sourced by scripts/bench-peers; expects its variables and functions.
 
 AGENT_NS=peers-agent
+# each run writes to buckets of its own: fresh repositories, whatever an earlier run left
+AGENT_RUN="$(date -u +%Y%m%d%H%M%S)"
 
 # load_image NAME: builds one of scripts/lib/images.sh's images and imports it into every node
 load_image() {
@@ -56,7 +58,10 @@ plain_job() {
     mounts="[{name: data, mountPath: /restore}]"
     claim_name=restore-restic
   else
-    script="restic cat config >/dev/null 2>&1 || restic init >/dev/null; restic backup --host $AGENT_NS /data/data"
+    # the full run's repository is new: restic >= 0.17 would retry `cat config` on a missing
+    # bucket for 15 minutes, so it is created without asking, as the agents' S3 check decides
+    script="restic backup --host $AGENT_NS /data/data"
+    [[ "$step" == full ]] && script="restic init >/dev/null && $script"
     mounts="[{name: data, mountPath: /data/data}]"
     claim_name=data
   fi
@@ -75,7 +80,7 @@ spec:
           image: $BAAS_AGENT_IMAGE
           command: [sh, -c, ": plain-restic-bench; $script"]
           env:
-            - {name: RESTIC_REPOSITORY, value: "s3:$BAAS_S3_ENDPOINT/peers-agent-restic"}
+            - {name: RESTIC_REPOSITORY, value: "s3:$BAAS_S3_ENDPOINT/peers-agent-restic-$AGENT_RUN"}
             - {name: RESTIC_PASSWORD, value: bench}
             - {name: AWS_ACCESS_KEY_ID, value: "$AWS_ACCESS_KEY_ID"}
             - {name: AWS_SECRET_ACCESS_KEY, value: "$AWS_SECRET_ACCESS_KEY"}
@@ -93,16 +98,16 @@ start_run() {
     restic/*) plain_job "$name" "$step" ;;
     k8up/restore)
       printf 'apiVersion: k8up.io/v1\nkind: Restore\nmetadata: {name: %s}\nspec:\n%s\n  restoreMethod: {folder: {claimName: restore-k8up}}\n' \
-        "$name" "$(backend peers-agent-k8up)" | kubectl -n "$AGENT_NS" apply -f - >/dev/null ;;
+        "$name" "$(backend peers-agent-k8up-$AGENT_RUN)" | kubectl -n "$AGENT_NS" apply -f - >/dev/null ;;
     k8up/*)
       printf 'apiVersion: k8up.io/v1\nkind: Backup\nmetadata: {name: %s}\nspec:\n%s\n' \
-        "$name" "$(backend peers-agent-k8up)" | kubectl -n "$AGENT_NS" apply -f - >/dev/null ;;
+        "$name" "$(backend peers-agent-k8up-$AGENT_RUN)" | kubectl -n "$AGENT_NS" apply -f - >/dev/null ;;
     baas/restore)
       printf 'apiVersion: backup.appuio.ch/v1alpha1\nkind: Restore\nmetadata: {name: %s}\nspec:\n%s\n  path: /data/data\n  restoreMethod: {pvc: {claimName: restore-baas}}\n' \
-        "$name" "$(backend peers-agent-baas)" | kubectl -n "$AGENT_NS" apply -f - >/dev/null ;;
+        "$name" "$(backend peers-agent-baas-$AGENT_RUN)" | kubectl -n "$AGENT_NS" apply -f - >/dev/null ;;
     baas/*)
       printf 'apiVersion: backup.appuio.ch/v1alpha1\nkind: Backup\nmetadata: {name: %s}\nspec:\n%s\n' \
-        "$name" "$(backend peers-agent-baas)" | kubectl -n "$AGENT_NS" apply -f - >/dev/null ;;
+        "$name" "$(backend peers-agent-baas-$AGENT_RUN)" | kubectl -n "$AGENT_NS" apply -f - >/dev/null ;;
   esac
 }
 
@@ -230,6 +235,7 @@ EOF
   log "agent: writing $AGENT_MIB MiB of small and large files"
   write_data "$data" "$AGENT_MIB" >"$WORK/agent-data.json"
 
+  ! curl -sf "http://$K8UP_METRICS/metrics" >/dev/null || die "something already serves $K8UP_METRICS: an operator left by an earlier run?"
   k8up_start_operator "$K8UP_METRICS" "$k8up_image" "$OUT/k8up-agent.log"
   # shellcheck disable=SC2153 # set by k8up_start_operator
   local k8up_pid="$K8UP_PID"
@@ -240,23 +246,27 @@ EOF
     --metrics-listen "$BAAS_METRICS" --agent-image "$BAAS_AGENT_IMAGE" >"$OUT/baas-agent.log" 2>&1 &
   OPERATOR_PID=$!
   : >"$WORK/agent-runs"
-  local who
-  for who in restic k8up baas; do agent_run "$who" full; done
+  # BENCH_AGENT_ORDER: who runs first in each step, to tell a cost of going last from a cost
+  # of the agent
+  local who order="${BENCH_AGENT_ORDER:-restic k8up baas}"
+  for who in $order; do agent_run "$who" full; done
   log "agent: changing 1 % of the data"
   change_data "$data"
-  for who in restic k8up baas; do agent_run "$who" incremental; done
+  for who in $order; do agent_run "$who" incremental; done
   for who in restic k8up baas; do claim "restore-$who"; done
-  for who in restic k8up baas; do agent_run "$who" restore; done
+  for who in $order; do agent_run "$who" restore; done
+  : >"$WORK/restored"
   for who in restic k8up baas; do
-    log "agent: restored by $who: $(du -sb "$(pv_path "restore-$who")" | cut -f1) bytes"
+    echo "$who $(du -sb "$(pv_path "restore-$who")" | cut -f1)" >>"$WORK/restored"
   done
   kill "$k8up_pid" "$OPERATOR_PID"
   wait "$k8up_pid" "$OPERATOR_PID" 2>/dev/null || true
-  OPERATOR_PID=""
-  python3 - "$WORK/agent-data.json" "$WORK/agent-runs" "$("$(scripts/lib/build-go-tool.sh restic)" version | cut -d' ' -f2)" >"$OUT/agent.json" <<'EOF'
+  OPERATOR_PID="" K8UP_PID=""
+  python3 - "$WORK/agent-data.json" "$WORK/agent-runs" "$("$(scripts/lib/build-go-tool.sh restic)" version | cut -d' ' -f2)" "$WORK/restored" >"$OUT/agent.json" <<'EOF'
 import json, sys
 result = json.load(open(sys.argv[1]))
 result["restic_version"] = sys.argv[3]
+result["restored_bytes"] = {who: int(n) for who, n in (line.split() for line in open(sys.argv[4]))}
 result["runs"] = {}
 for line in open(sys.argv[2]):
     run = json.loads(line)
