@@ -32,6 +32,9 @@ def percentile(values, p):
 def audit(log, user, run_group, t0, t1, ticks):
     t0, t1, ticks = float(t0), float(t1), [float(t) for t in ticks]
     writes, failed, runs, jobs, delays = Counter(), 0, Counter(), Counter(), []
+    # the writes of the 25 s after each tick, what a tick needs before its last Job: divided
+    # by the API server's write rate, the floor of tick-to-Job (as scripts/bench-operator)
+    tick_writes = Counter()
     with open(log) as f:
         for line in f:
             try:
@@ -49,6 +52,9 @@ def audit(log, user, run_group, t0, t1, ticks):
                 resource += "." + ref["apiGroup"]
             code = event.get("responseStatus", {}).get("code", 0)
             writes[f"{event['verb']} {resource}"] += 1
+            for t in ticks:
+                if t <= at < t + 25:
+                    tick_writes[t] += 1
             if code >= 300:
                 failed += 1
             if event["verb"] != "create" or code >= 300:
@@ -67,6 +73,7 @@ def audit(log, user, run_group, t0, t1, ticks):
         "writes_failed": failed,
         "runs_per_tick": [runs[t] for t in ticks],
         "jobs_per_tick": [jobs[t] for t in ticks],
+        "writes_25s_per_tick": [tick_writes[t] for t in ticks],
         "delay_p50": percentile(delays, 50),
         "delay_p99": percentile(delays, 99),
         "delay_max": max(delays) if delays else None,
@@ -122,6 +129,15 @@ def report(files):
         row("API writes per run (client's own metrics)", k["client_writes"] / kruns if kruns else None,
             b["client_writes"] / bruns if bruns else None)
         row("failed writes (4xx/5xx) over the ticks", k["audit"]["writes_failed"], b["audit"]["writes_failed"])
+        rate = b.get("api_write_rate")
+        if rate and "writes_25s_per_tick" in b["audit"]:
+            per_tick = lambda r: sum(r["audit"]["writes_25s_per_tick"]) / len(r["audit"]["writes_25s_per_tick"])
+            floor = lambda r: per_tick(r) / rate
+            print(f"API server write rate (small creates, measured in this run): {rate:.0f}/s")
+            row("writes in the 25 s after a tick", per_tick(k), per_tick(b))
+            row("tick->Job floor (those writes / rate), ms", round(floor(k) * 1000), round(floor(b) * 1000))
+            row("tick->Job p99 / floor", k["audit"]["delay_p99"] / floor(k) if floor(k) else None,
+                b["audit"]["delay_p99"] / floor(b) if floor(b) else None, "", "baas target <= 1.25")
         print("writes per run by verb and resource (audit log):")
         keys = sorted(set(k["audit"]["writes"]) | set(b["audit"]["writes"]),
                       key=lambda x: -(k["audit"]["writes"].get(x, 0) + b["audit"]["writes"].get(x, 0)))
@@ -199,6 +215,11 @@ def agent_report(name):
         print(f"{label + ', MiB/s':34} " + " ".join(f"{fmt(rate[w]):>10}" for w in ("restic", "k8up", "baas"))
               + f" {ratio(rate['baas'], rate['k8up']):>10} {ratio(rate['baas'], rate['restic']):>12}")
         print(f"{'  seconds':34} " + " ".join(f"{fmt(t[w]):>10}" for w in ("restic", "k8up", "baas")))
+    restored = r.get("restored_bytes")
+    if restored:
+        # a restore that reports success but leaves the claim empty must not pass for a fast one
+        print(f"{'restored into the new claim, MiB':34} "
+              + " ".join(f"{fmt(restored.get(w, 0) / 1048576):>10}" for w in ("restic", "k8up", "baas")))
     for step in ("full", "incremental", "restore"):
         h = {who: r["runs"][who][step] for who in ("restic", "k8up", "baas")}
         print(f"{'agent peak RSS, ' + step + ', MiB':34} {'-':>10} "
