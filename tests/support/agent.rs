@@ -167,17 +167,36 @@ pub fn can_mount() -> bool {
         && tool("setpriv", "BAAS_TEST_SETPRIV", None).is_some()
 }
 
+/// A port that was free a moment ago and that no other server of this test process was given:
+/// the tests of one binary start their servers side by side.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on 127.0.0.1")
+            .port();
+        let mut given = GIVEN.lock().expect("the ports given");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// Whether a server listens on `port`. A connect to a local port nobody listens on can
+/// connect to itself (the kernel may pick that very port as the source, and the two halves
+/// of the handshake meet): such a connection says nothing about the server.
+fn listens(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port))
+        .and_then(|s| Ok(s.local_addr()? != s.peer_addr()?))
+        .unwrap_or(false)
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if listens(port) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
