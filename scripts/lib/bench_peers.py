@@ -49,9 +49,8 @@ def audit(log, user, run_group, t0, t1, ticks):
             at = epoch(event["stageTimestamp"])
             if not t0 <= at < t1:
                 continue
-            for t in ticks:
-                if t <= at < t + 25:
-                    all_tick_writes[t] += 1
+            windows = [t for t in ticks if t <= at < t + 25]
+            all_tick_writes.update(windows)
             if event.get("user", {}).get("username") != user:
                 continue
             ref = event.get("objectRef", {})
@@ -60,9 +59,7 @@ def audit(log, user, run_group, t0, t1, ticks):
                 resource += "." + ref["apiGroup"]
             code = event.get("responseStatus", {}).get("code", 0)
             writes[f"{event['verb']} {resource}"] += 1
-            for t in ticks:
-                if t <= at < t + 25:
-                    tick_writes[t] += 1
+            tick_writes.update(windows)
             if code >= 300:
                 failed += 1
             if event["verb"] != "create" or code >= 300:
@@ -140,7 +137,7 @@ def report(files):
         row("failed writes (4xx/5xx) over the ticks", k["audit"]["writes_failed"], b["audit"]["writes_failed"])
         rate = b.get("api_write_rate")
         if rate and "writes_25s_per_tick" in b["audit"]:
-            per_tick = lambda r: sum(r["audit"]["writes_25s_per_tick"]) / len(r["audit"]["writes_25s_per_tick"])
+            per_tick = lambda r, key="writes_25s_per_tick": sum(r["audit"][key]) / len(r["audit"][key])
             floor = lambda r: per_tick(r) / rate
             print(f"API server write rate (small creates, measured in this run): {rate:.0f}/s")
             row("writes in the 25 s after a tick", per_tick(k), per_tick(b))
@@ -148,7 +145,7 @@ def report(files):
             row("tick->Job p99 / floor", k["audit"]["delay_p99"] / floor(k) if floor(k) else None,
                 b["audit"]["delay_p99"] / floor(b) if floor(b) else None, "", "baas target <= 1.25")
             if "all_writes_25s_per_tick" in b["audit"]:
-                per_tick_all = lambda r: sum(r["audit"]["all_writes_25s_per_tick"]) / len(r["audit"]["all_writes_25s_per_tick"])
+                per_tick_all = lambda r: per_tick(r, "all_writes_25s_per_tick")
                 row("all clients' writes in those 25 s", per_tick_all(k), per_tick_all(b))
                 row("tick->Job floor, all clients' writes, ms", round(per_tick_all(k) / rate * 1000),
                     round(per_tick_all(b) / rate * 1000))
