@@ -13,8 +13,12 @@ use kube::runtime::reflector::Store;
 use super::kinds::RunKind;
 use crate::crd::{Backup, Check, Prune, Restore, Verify};
 pub use finished::{ANNOTATION_TICK, FinishedRun, FinishedRuns};
+#[cfg(test)]
+pub use live_jobs::trusted_long_ago;
+pub use live_jobs::{LiveJob, LiveJobs};
 
 mod finished;
+mod live_jobs;
 
 /// The caches of run objects kept by the run controllers, read by the Schedule reconciler
 /// (history, last state) and for repository exclusivity without extra API calls.
@@ -34,6 +38,9 @@ pub struct Stores {
     pub jobs: Store<JobState>,
     /// The finished runs of Schedules, which the run caches above do not hold.
     pub finished: FinishedRuns,
+    /// The unfinished Jobs of `jobs` by repository, with the Jobs this process created
+    /// before the watch shows them.
+    pub live_jobs: LiveJobs,
     /// Set once the Backup, Check, Prune, Verify and Job caches hold the cluster's state; until then
     /// the reconcilers ask the API server instead.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
@@ -52,6 +59,7 @@ impl Stores {
             verifies: kube::runtime::reflector::store().0,
             jobs: kube::runtime::reflector::store().0,
             finished: FinishedRuns::default(),
+            live_jobs: LiveJobs::default(),
             ready: Arc::default(),
             cluster: None,
         }

@@ -249,6 +249,7 @@ pub async fn run_controllers(
         verifies: verifies.store.clone(),
         jobs: jobs.store.clone(),
         finished: FinishedRuns::default(),
+        live_jobs: Default::default(),
         ready: Arc::default(),
         cluster,
     };
@@ -276,12 +277,16 @@ pub async fn run_controllers(
     let all = watcher::Config::default;
     // A Schedule's finished runs go to `stores.finished` instead of their caches.
     let finished = &stores.finished;
+    let live_jobs = stores.live_jobs.clone();
     let feeds = futures::future::join_all([
         jobs.run(
             job_api,
             job_config,
             |j: &mut JobState| strip_meta(&mut j.metadata),
-            cache_all,
+            move |writer, event| {
+                cache_all(writer, event);
+                live_jobs.reflect(event, std::time::Instant::now());
+            },
         )
         .boxed(),
         backups.run_runs(client.clone(), finished.clone()).boxed(),

@@ -226,23 +226,51 @@ fn waiting_message(blocker: &Blocker, me: Operation, existence: RepoExistence) -
     message
 }
 
-/// The caches can lag behind the API server (a replica that just became leader, a Job created
-/// a moment ago), so before a run starts, the API server itself is asked for unfinished Jobs
-/// on the repository that conflict with it: for a Check or Prune every Job, for a Backup,
-/// Restore or Verify those of checks and prunes, and for a Backup on a repository not known to exist
-/// those of other backups too.
+/// Whether an unfinished Job of `op` (`None`: a Job that names none) conflicts with `me`:
+/// for a Check or Prune every Job does, for a Backup, Restore or Verify those of checks and
+/// prunes, and for a Backup on a repository not known to exist those of other backups too.
+fn job_conflicts(me: Operation, existence: RepoExistence, op: Option<Operation>) -> bool {
+    match me {
+        Operation::Check | Operation::Prune => true,
+        _ => match op {
+            Some(Operation::Check | Operation::Prune) => true,
+            Some(Operation::Backup) => waits_for_backups(me, existence),
+            _ => false,
+        },
+    }
+}
+
+fn job_blocker(op: Option<Operation>, key: &str) -> Blocker {
+    Blocker {
+        what: format!("{} Job {key}", op.map_or("a", Operation::as_str)),
+        op,
+    }
+}
+
+/// The unfinished Job on the repository that conflicts with `me`, if any. The run caches can
+/// lag behind the Jobs (a Job created a moment ago shows in its run's status later), so the
+/// Jobs themselves tell: from the index of live Jobs once it can be trusted (see
+/// [`crate::controller::stores::LiveJobs`]), else from the API server.
 async fn live_blocker(
     ctx: &Context,
     me: &RunMeta,
     backend: &Backend,
     existence: RepoExistence,
 ) -> Result<Option<Blocker>> {
+    let repository = job::repository_label(&job::repository_url(backend));
+    let conflicts = |op| job_conflicts(me.op, existence, op);
+    let now = std::time::Instant::now();
+    let live = &ctx.stores.live_jobs;
+    if ctx.stores.is_ready() && live.is_trusted(now) {
+        return Ok(live
+            .blocker(&repository, conflicts, &me.uid, now)
+            .map(|j| job_blocker(j.op, &j.key)));
+    }
     let mut selector = format!(
-        "{}={},{}={}",
+        "{}={},{}={repository}",
         job::LABEL_MANAGED_BY,
         job::MANAGER,
         job::LABEL_REPOSITORY,
-        job::repository_label(&job::repository_url(backend)),
     );
     if !matches!(me.op, Operation::Check | Operation::Prune) {
         if waits_for_backups(me.op, existence) {
@@ -257,24 +285,24 @@ async fn live_blocker(
     Ok(jobs
         .items
         .iter()
-        .find(|j| {
+        .map(|j| {
+            let label = j.labels().get(LABEL_OPERATION).map(String::as_str);
+            (
+                j,
+                Operation::ALL
+                    .into_iter()
+                    .find(|op| Some(op.as_str()) == label),
+            )
+        })
+        .find(|(j, op)| {
             j.metadata.deletion_timestamp.is_none()
                 && !j.owner_references().iter().any(|o| o.uid == me.uid)
                 && !job_ended(j)
+                && conflicts(*op)
         })
-        .map(|j| {
-            let label = j.labels().get(LABEL_OPERATION).map(String::as_str);
-            Blocker {
-                what: format!(
-                    "{} Job {}/{}",
-                    label.unwrap_or("a"),
-                    j.namespace().unwrap_or_default(),
-                    j.name_any()
-                ),
-                op: Operation::ALL
-                    .into_iter()
-                    .find(|op| Some(op.as_str()) == label),
-            }
+        .map(|(j, op)| {
+            let key = format!("{}/{}", j.namespace().unwrap_or_default(), j.name_any());
+            job_blocker(op, &key)
         }))
 }
 

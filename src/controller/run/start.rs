@@ -15,6 +15,7 @@ use super::status::with_state;
 use super::{ANNOTATION_TICK, RUNNING_RECHECK, Reconcile, exclusive};
 use crate::controller::context::Context;
 use crate::controller::kinds::{JobRequest, RunKind};
+use crate::controller::stores::JobState;
 use crate::crd::{Backup, RunState, RunStatus};
 use crate::job::{self, BackupPlan, RunMeta};
 use crate::{Error, Result};
@@ -40,8 +41,19 @@ pub(super) async fn start<K: RunKind>(r: &Reconcile<'_, K>, current: &RunStatus)
         Err(Error::InvalidSpec(reason)) => return r.fail(current, "InvalidSpec", &reason).await,
         Err(error) => return Err(error),
     };
-    ensure_rbac(ctx, &meta.namespace).await?;
-    let (names, created) = match create_jobs(r, &jobs).await? {
+    let created = if rbac_applied_here(ctx, &meta.namespace) {
+        // Then one read tells whether the namespace still has the agent's account, and it
+        // goes alongside the Jobs' creation: a Job's pod waits for its account (the Job
+        // controller retries), and every start saves a round trip.
+        let (rbac, created) =
+            tokio::join!(ensure_rbac(ctx, &meta.namespace), create_jobs(r, &jobs));
+        rbac?;
+        created?
+    } else {
+        ensure_rbac(ctx, &meta.namespace).await?;
+        create_jobs(r, &jobs).await?
+    };
+    let (names, created) = match created {
         Created::All { names, created } => (names, created),
         Created::Failed { cause, reason } => return r.fail(current, cause, &reason).await,
     };
@@ -110,8 +122,10 @@ async fn create_jobs<K: RunKind>(r: &Reconcile<'_, K>, jobs: &[Job]) -> Result<C
     for job in jobs {
         let name = job.metadata.name.clone().unwrap_or_default();
         match job_api.create(&PostParams::default(), job).await {
-            Ok(_) => {
+            Ok(job) => {
                 created = true;
+                let now = std::time::Instant::now();
+                r.ctx.stores.live_jobs.created(&JobState::from(job), now);
                 info!(kind = %K::OP.kind(), run = %meta.name, job = %name, "created Job");
             }
             // Created by an earlier reconcile that the Job cache did not show yet, unless
@@ -272,12 +286,16 @@ async fn namespace_pods(ctx: &Context, namespace: &str) -> Result<Vec<Pod>> {
     }
 }
 
-pub(super) async fn ensure_rbac(ctx: &Context, namespace: &str) -> Result<()> {
-    let done = ctx
-        .rbac_done
+/// Whether this process has applied the agent's RBAC in `namespace`.
+fn rbac_applied_here(ctx: &Context, namespace: &str) -> bool {
+    ctx.rbac_done
         .lock()
         .map(|set| set.contains(namespace))
-        .unwrap_or(false);
+        .unwrap_or(false)
+}
+
+pub(super) async fn ensure_rbac(ctx: &Context, namespace: &str) -> Result<()> {
+    let done = rbac_applied_here(ctx, namespace);
     // A namespace deleted and created again under the same name has lost the agent's
     // ServiceAccount, and its Jobs could never start a pod. One read per run tells; the
     // two writes happen only when it is gone.

@@ -454,6 +454,95 @@ mod mocked {
         server.await.expect("mock server");
     }
 
+    /// Stores whose caches are filled and whose index of live Jobs answers for the API
+    /// server, holding `jobs`.
+    fn trusted_stores(jobs: Vec<Value>) -> Stores {
+        let jobs: Vec<JobState> = jobs
+            .into_iter()
+            .map(|j| serde_json::from_value(j).expect("test job"))
+            .collect();
+        Stores {
+            live_jobs: crate::controller::stores::trusted_long_ago(jobs.clone()),
+            jobs: filled(jobs),
+            ..filled_stores(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn backup_waits_for_a_running_check_job_the_trusted_index_shows_without_asking() {
+        let check_job = json!({"metadata": {"name": "weekly-check-202601010000-check", "namespace": "other",
+            "uid": "check-job-uid",
+            "labels": {"backup.appuio.ch/operation": "check", "backup.appuio.ch/repository": repository()},
+            "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Check",
+                "name": "weekly-check-202601010000", "uid": "check-uid", "controller": true}]},
+            "status": {"active": 1}});
+        let (ctx, mut handle) = mock_context(trusted_stores(vec![check_job]));
+        ctx.proven_repositories.insert(repository());
+        let server = tokio::spawn(async move {
+            let (method, uri, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH, "no list of Jobs: {uri}");
+            assert_eq!(
+                patch["status"]["message"],
+                "waiting for check Job other/weekly-check-202601010000-check on the same repository"
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(WAITING_RECHECK));
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn a_job_just_created_holds_its_repository_before_any_cache_shows_it() {
+        let (ctx, mut handle) = mock_context(trusted_stores(Vec::new()));
+        ctx.proven_repositories.insert(repository());
+        let server = tokio::spawn(async move {
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(
+                uri.contains("/persistentvolumeclaims"),
+                "the index answers, no list of Jobs: {uri}"
+            );
+            respond(
+                send,
+                200,
+                &list(
+                    "PersistentVolumeClaim",
+                    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
+                ),
+            );
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.contains("/pods"), "{uri}");
+            respond(send, 200, &list("Pod", json!([])));
+            expect_agent_rbac_applied(&mut handle).await;
+            let (method, uri, mut job, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::POST, "{uri}");
+            job["metadata"]["uid"] = json!("backup-job-uid");
+            respond(send, 200, &job);
+            // The Check comes next: neither the run cache nor the Job cache shows the backup.
+            let (method, uri, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH, "no Job for the check: {uri}");
+            assert_eq!(
+                patch["status"]["message"],
+                "waiting for backup Job team/nightly-backup-202601010100-backup on the same repository"
+            );
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx.clone())
+            .await
+            .expect("backup reconcile");
+        assert_eq!(action, Action::requeue(RUNNING_RECHECK));
+        let check: crate::crd::Check = run_of("Check", json!({}));
+        let action = reconcile(Arc::new(check), ctx)
+            .await
+            .expect("check reconcile");
+        assert_eq!(action, Action::requeue(WAITING_RECHECK));
+        server.await.expect("mock server");
+    }
+
     /// The label of the test backups' repository.
     fn repository() -> String {
         job::repository_label(&job::repository_url(&backup(None).spec.backend))
@@ -869,6 +958,54 @@ mod mocked {
         ensure_rbac(&ctx, "team").await.expect("agent RBAC applied");
         // the client goes away, so a mock still waiting for a request fails instead of hanging
         drop(ctx);
+        server.await.expect("mock server");
+    }
+
+    #[tokio::test]
+    async fn the_agent_account_read_goes_alongside_the_job_creation() {
+        let (ctx, mut handle) = context_with_rbac_done("team");
+        let server = tokio::spawn(async move {
+            expect_repository_jobs(&mut handle, json!([])).await;
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
+            respond(
+                send,
+                200,
+                &list(
+                    "PersistentVolumeClaim",
+                    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
+                ),
+            );
+            let (_, uri, _, send) = next(&mut handle).await;
+            assert!(uri.contains("/pods"), "{uri}");
+            respond(send, 200, &list("Pod", json!([])));
+            let (method, uri, _, account) = next(&mut handle).await;
+            assert_eq!(method, http::Method::GET);
+            assert!(uri.contains("/serviceaccounts/baas-agent"), "{uri}");
+            // The Job's creation comes before the read is answered.
+            let (method, uri, job, created) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), next(&mut handle))
+                    .await
+                    .expect("the Job is created without waiting for the read");
+            assert_eq!(method, http::Method::POST, "{uri}");
+            respond(created, 200, &job);
+            respond(
+                account,
+                200,
+                &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": "baas-agent", "namespace": "team"}}),
+            );
+            // Without a Job cache, the Running status follows.
+            let (method, _, patch, send) = next(&mut handle).await;
+            assert_eq!(method, http::Method::PATCH);
+            assert_eq!(patch["status"]["state"], "Running");
+            respond_with_status(send, &patch);
+            expect_event(&mut handle, "Normal", "Started").await;
+        });
+        let action = reconcile(Arc::new(backup(None)), ctx)
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::requeue(RUNNING_RECHECK));
         server.await.expect("mock server");
     }
 
