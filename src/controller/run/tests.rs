@@ -196,22 +196,7 @@ mod mocked {
         let (ctx, mut handle) = mock_context(filled_stores(Vec::new()));
         let server = tokio::spawn(async move {
             expect_repository_jobs(&mut handle, json!([])).await;
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(
-                uri.starts_with("/api/v1/namespaces/team/persistentvolumeclaims"),
-                "{uri}"
-            );
-            respond(
-                send,
-                200,
-                &list(
-                    "PersistentVolumeClaim",
-                    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
-                ),
-            );
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
-            respond(send, 200, &list("Pod", json!([])));
+            expect_planning(&mut handle).await;
             expect_agent_rbac_applied(&mut handle).await;
             let (method, uri, job, send) = next(&mut handle).await;
             assert_eq!(
@@ -396,8 +381,20 @@ mod mocked {
         handle: &mut Handle,
     ) -> (Value, crate::controller::fixtures::Reply) {
         expect_repository_jobs(handle, json!([])).await;
+        expect_planning(handle).await;
+        expect_agent_rbac_applied(handle).await;
+        let (method, uri, job, send) = next(handle).await;
+        assert_eq!(method, http::Method::POST, "{uri}");
+        (job, send)
+    }
+
+    /// Takes the planning of the test backup: one bound claim, no pods.
+    async fn expect_planning(handle: &mut Handle) {
         let (_, uri, _, send) = next(handle).await;
-        assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
+        assert!(
+            uri.starts_with("/api/v1/namespaces/team/persistentvolumeclaims"),
+            "{uri}"
+        );
         respond(
             send,
             200,
@@ -407,12 +404,8 @@ mod mocked {
             ),
         );
         let (_, uri, _, send) = next(handle).await;
-        assert!(uri.contains("/pods"), "{uri}");
+        assert!(uri.starts_with("/api/v1/namespaces/team/pods"), "{uri}");
         respond(send, 200, &list("Pod", json!([])));
-        expect_agent_rbac_applied(handle).await;
-        let (method, uri, job, send) = next(handle).await;
-        assert_eq!(method, http::Method::POST, "{uri}");
-        (job, send)
     }
 
     #[tokio::test]
@@ -500,22 +493,8 @@ mod mocked {
         let (ctx, mut handle) = mock_context(trusted_stores(Vec::new()));
         ctx.proven_repositories.insert(repository());
         let server = tokio::spawn(async move {
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(
-                uri.contains("/persistentvolumeclaims"),
-                "the index answers, no list of Jobs: {uri}"
-            );
-            respond(
-                send,
-                200,
-                &list(
-                    "PersistentVolumeClaim",
-                    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
-                ),
-            );
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(uri.contains("/pods"), "{uri}");
-            respond(send, 200, &list("Pod", json!([])));
+            // The index answers: planning comes first, with no list of Jobs.
+            expect_planning(&mut handle).await;
             expect_agent_rbac_applied(&mut handle).await;
             let (method, uri, mut job, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::POST, "{uri}");
@@ -601,19 +580,7 @@ mod mocked {
             expect_event(&mut handle, "Normal", "WaitingForRepository").await;
             // Once the first has succeeded, the second looks only for checks and prunes.
             expect_repository_jobs_of(&mut handle, "check%2Cprune", json!([])).await;
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
-            respond(
-                send,
-                200,
-                &list(
-                    "PersistentVolumeClaim",
-                    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
-                ),
-            );
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(uri.contains("/pods"), "{uri}");
-            respond(send, 200, &list("Pod", json!([])));
+            expect_planning(&mut handle).await;
             expect_agent_rbac_applied(&mut handle).await;
             let (method, uri, job, send) = next(&mut handle).await;
             assert_eq!(method, http::Method::POST, "{uri}");
@@ -966,19 +933,7 @@ mod mocked {
         let (ctx, mut handle) = context_with_rbac_done("team");
         let server = tokio::spawn(async move {
             expect_repository_jobs(&mut handle, json!([])).await;
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(uri.contains("/persistentvolumeclaims"), "{uri}");
-            respond(
-                send,
-                200,
-                &list(
-                    "PersistentVolumeClaim",
-                    json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}]),
-                ),
-            );
-            let (_, uri, _, send) = next(&mut handle).await;
-            assert!(uri.contains("/pods"), "{uri}");
-            respond(send, 200, &list("Pod", json!([])));
+            expect_planning(&mut handle).await;
             let (method, uri, _, account) = next(&mut handle).await;
             assert_eq!(method, http::Method::GET);
             assert!(uri.contains("/serviceaccounts/baas-agent"), "{uri}");
