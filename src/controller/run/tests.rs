@@ -408,6 +408,31 @@ mod mocked {
         respond(send, 200, &list("Pod", json!([])));
     }
 
+    /// A running check Job on the test backups' repository, in another namespace.
+    fn running_check_job() -> Value {
+        json!({"metadata": {"name": "weekly-check-202601010000-check", "namespace": "other",
+            "uid": "check-job-uid",
+            "labels": {"backup.appuio.ch/operation": "check", "backup.appuio.ch/repository": repository()},
+            "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Check",
+                "name": "weekly-check-202601010000", "uid": "check-uid", "controller": true}]},
+            "status": {"active": 1}})
+    }
+
+    /// What a run waiting for [`running_check_job`] says.
+    const CHECK_JOB_WAIT: &str =
+        "waiting for check Job other/weekly-check-202601010000-check on the same repository";
+
+    /// Takes the Pending status of a run that waits with `message` (no Job is created first)
+    /// and its Event.
+    async fn expect_waiting(handle: &mut Handle, message: &str) {
+        let (method, uri, patch, send) = next(handle).await;
+        assert_eq!(method, http::Method::PATCH, "{uri}");
+        assert_eq!(patch["status"]["state"], "Pending");
+        assert_eq!(patch["status"]["message"], message);
+        respond_with_status(send, &patch);
+        expect_event(handle, "Normal", "WaitingForRepository").await;
+    }
+
     #[tokio::test]
     async fn backup_waits_for_a_running_check_the_cache_does_not_show_yet() {
         let (ctx, mut handle) = context();
@@ -418,27 +443,8 @@ mod mocked {
                 uri.contains("backup.appuio.ch%2Foperation+in+%28check%2Cprune%29"),
                 "a backup only looks for exclusive runs: {uri}"
             );
-            respond(
-                send,
-                200,
-                &list(
-                    "Job",
-                    json!([{"metadata": {"name": "weekly-check-202601010000-check", "namespace": "other",
-                        "labels": {"backup.appuio.ch/operation": "check"},
-                        "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Check",
-                            "name": "weekly-check-202601010000", "uid": "check-uid", "controller": true}]},
-                        "status": {"active": 1}}]),
-                ),
-            );
-            let (method, _, patch, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::PATCH, "no Job may be created");
-            assert_eq!(patch["status"]["state"], "Pending");
-            assert_eq!(
-                patch["status"]["message"],
-                "waiting for check Job other/weekly-check-202601010000-check on the same repository"
-            );
-            respond_with_status(send, &patch);
-            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+            respond(send, 200, &list("Job", json!([running_check_job()])));
+            expect_waiting(&mut handle, CHECK_JOB_WAIT).await;
         });
         let action = reconcile(Arc::new(backup(None)), ctx)
             .await
@@ -463,23 +469,11 @@ mod mocked {
 
     #[tokio::test]
     async fn backup_waits_for_a_running_check_job_the_trusted_index_shows_without_asking() {
-        let check_job = json!({"metadata": {"name": "weekly-check-202601010000-check", "namespace": "other",
-            "uid": "check-job-uid",
-            "labels": {"backup.appuio.ch/operation": "check", "backup.appuio.ch/repository": repository()},
-            "ownerReferences": [{"apiVersion": "backup.appuio.ch/v1alpha1", "kind": "Check",
-                "name": "weekly-check-202601010000", "uid": "check-uid", "controller": true}]},
-            "status": {"active": 1}});
-        let (ctx, mut handle) = mock_context(trusted_stores(vec![check_job]));
+        let (ctx, mut handle) = mock_context(trusted_stores(vec![running_check_job()]));
         ctx.proven_repositories.insert(repository());
         let server = tokio::spawn(async move {
-            let (method, uri, patch, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::PATCH, "no list of Jobs: {uri}");
-            assert_eq!(
-                patch["status"]["message"],
-                "waiting for check Job other/weekly-check-202601010000-check on the same repository"
-            );
-            respond_with_status(send, &patch);
-            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+            // No list of Jobs comes first.
+            expect_waiting(&mut handle, CHECK_JOB_WAIT).await;
         });
         let action = reconcile(Arc::new(backup(None)), ctx)
             .await
@@ -501,14 +495,11 @@ mod mocked {
             job["metadata"]["uid"] = json!("backup-job-uid");
             respond(send, 200, &job);
             // The Check comes next: neither the run cache nor the Job cache shows the backup.
-            let (method, uri, patch, send) = next(&mut handle).await;
-            assert_eq!(method, http::Method::PATCH, "no Job for the check: {uri}");
-            assert_eq!(
-                patch["status"]["message"],
-                "waiting for backup Job team/nightly-backup-202601010100-backup on the same repository"
-            );
-            respond_with_status(send, &patch);
-            expect_event(&mut handle, "Normal", "WaitingForRepository").await;
+            expect_waiting(
+                &mut handle,
+                "waiting for backup Job team/nightly-backup-202601010100-backup on the same repository",
+            )
+            .await;
         });
         let action = reconcile(Arc::new(backup(None)), ctx.clone())
             .await
