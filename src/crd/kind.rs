@@ -112,6 +112,11 @@ impl Operation {
         }
     }
 
+    /// The operation a label value names, as [`Operation::as_str`] writes it.
+    pub fn from_label(label: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|op| op.as_str() == label)
+    }
+
     /// The kind of the run object.
     pub fn kind(self) -> Kind {
         match self {

@@ -286,13 +286,8 @@ async fn live_blocker(
         .items
         .iter()
         .map(|j| {
-            let label = j.labels().get(LABEL_OPERATION).map(String::as_str);
-            (
-                j,
-                Operation::ALL
-                    .into_iter()
-                    .find(|op| Some(op.as_str()) == label),
-            )
+            let op = j.labels().get(LABEL_OPERATION);
+            (j, op.and_then(|l| Operation::from_label(l)))
         })
         .find(|(j, op)| {
             j.metadata.deletion_timestamp.is_none()

@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::JobStatus;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use super::JobState;
 use crate::crd::Operation;
+use crate::job::status::status_ended;
 use crate::job::{LABEL_OPERATION, LABEL_REPOSITORY};
 
 /// How long after the first listing the index is trusted. A create of an earlier leader can
@@ -62,29 +62,19 @@ pub struct LiveJobs {
     index: Arc<Mutex<Index>>,
 }
 
-fn ended(status: Option<&JobStatus>) -> bool {
-    status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        })
-}
-
 /// The repository label and the entry of a Job that holds its repository; `None` for one
 /// that ended, is being deleted or names no repository.
 fn live(job: &JobState, unseen_since: Option<Instant>) -> Option<(String, String, LiveJob)> {
-    if job.metadata.deletion_timestamp.is_some() || ended(job.status.as_ref()) {
+    if job.metadata.deletion_timestamp.is_some() || status_ended(job.status.as_ref()) {
         return None;
     }
     let repository = job.labels().get(LABEL_REPOSITORY)?.clone();
-    let label = job.labels().get(LABEL_OPERATION).map(String::as_str);
     let entry = LiveJob {
         key: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
-        op: Operation::ALL
-            .into_iter()
-            .find(|op| Some(op.as_str()) == label),
+        op: job
+            .labels()
+            .get(LABEL_OPERATION)
+            .and_then(|l| Operation::from_label(l)),
         owners: job
             .owner_references()
             .iter()
