@@ -1,12 +1,13 @@
-//! Faults a real cluster has: an agent pod deleted in the middle of a backup, and a node whose
-//! kubelet stops. (The operator's leader pod killed at a tick is in `schedule.rs`.)
+//! Faults a real cluster has: an agent pod deleted in the middle of a backup, a node whose
+//! kubelet stops, and an admission webhook nothing answers. (The operator's leader pod killed
+//! at a tick is in `schedule.rs`.)
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::fixtures::{backup_now, database_pod, one_off};
-use crate::harness::{Cluster, Namespace, wait_for};
+use crate::fixtures::{backup_now, database_pod, one_off, seed_schedule};
+use crate::harness::{Cluster, Namespace, now_seconds, rewrite, wait_for};
 
 /// The agent pods of one run.
 fn agent_pods(ns: &Namespace, run: &str) -> Vec<Value> {
@@ -168,5 +169,88 @@ fn a_stopped_kubelet_does_not_hold_up_backups_on_the_other_node() {
             );
             (ready.stdout.trim() == "True").then_some(())
         },
+    );
+}
+
+/// The two admission webhooks, by kind and name.
+const WEBHOOKS: [(&str, &str); 2] = [
+    ("mutatingwebhookconfiguration", "baas-mutating"),
+    ("validatingwebhookconfiguration", "baas-validating"),
+];
+
+/// Both admission webhooks pointed at a port their Service does not have, as when every
+/// replica that serves them stalls; pointed back when dropped.
+struct UnreachableWebhooks<'a>(&'a Cluster);
+
+impl UnreachableWebhooks<'_> {
+    fn point_at(c: &Cluster, port: u16) {
+        let patch = format!(
+            r#"[{{"op": "replace", "path": "/webhooks/0/clientConfig/service/port", "value": {port}}}]"#
+        );
+        for (kind, name) in WEBHOOKS {
+            let run = c.kubectl(&["patch", kind, name, "--type=json", "-p", &patch], None);
+            assert!(run.ok, "patching {kind} {name}: {}", run.stderr);
+        }
+    }
+
+    fn new(c: &Cluster) -> UnreachableWebhooks<'_> {
+        Self::point_at(c, 1);
+        UnreachableWebhooks(c)
+    }
+}
+
+impl Drop for UnreachableWebhooks<'_> {
+    fn drop(&mut self) {
+        Self::point_at(self.0, 443);
+    }
+}
+
+#[test]
+#[ignore = "needs the local cluster: scripts/cluster up"]
+fn scheduled_backups_go_on_while_the_webhook_is_unreachable() {
+    let ns = Namespace::create("nowebhook");
+    let c = ns.cluster();
+    ns.create_seed_secrets();
+    ns.create_pvc("app-data", "ReadWriteMany", false);
+    ns.write_files("writer", &[("app-data", "index.html", "<h1>hello</h1>")]);
+    let bucket = ns.bucket("nowebhook");
+    ns.apply(&seed_schedule(&ns, &bucket, "* * * * *", 10));
+    let down = UnreachableWebhooks::new(c);
+    let since = now_seconds().floor() as i64;
+    // Nothing answers the webhooks: a user's object is refused, they fail closed.
+    let refused = ns.apply_with(
+        &rewrite(
+            &seed_schedule(&ns, &bucket, "* * * * *", 10),
+            &[("name: schedule-test", "name: refused")],
+        ),
+        &[],
+    );
+    assert!(
+        !refused.ok && refused.stderr.contains("webhook"),
+        "a Schedule was admitted with no webhook to admit it: {} {}",
+        refused.stdout,
+        refused.stderr
+    );
+    // The Schedule admitted before goes on: its next tick's run is created and backs up.
+    let run = wait_for(
+        "a Backup of the Schedule, created and succeeded with the webhook unreachable",
+        Duration::from_secs(180),
+        Duration::from_secs(2),
+        || {
+            ns.list("backups").into_iter().find(|b| {
+                let created = b["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map_or(0, |t| t.as_second());
+                created >= since && b["status"]["state"] == "Succeeded"
+            })
+        },
+    );
+    drop(down);
+    let snapshots = ns.repo(&bucket).snapshots(&ns.name);
+    assert!(
+        !snapshots.is_empty(),
+        "run {} succeeded but the repository has no snapshot",
+        run["metadata"]["name"]
     );
 }
