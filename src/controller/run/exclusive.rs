@@ -247,6 +247,26 @@ fn job_blocker(op: Option<Operation>, key: &str) -> Blocker {
     }
 }
 
+/// The label selector of the Jobs on `repository` that `conflicts` may count, narrowed to
+/// their operations when it does not count every Job: the rule is [`job_conflicts`] alone.
+fn conflict_selector(repository: &str, conflicts: impl Fn(Option<Operation>) -> bool) -> String {
+    let mut selector = format!(
+        "{}={},{}={repository}",
+        job::LABEL_MANAGED_BY,
+        job::MANAGER,
+        job::LABEL_REPOSITORY,
+    );
+    if !conflicts(None) {
+        let ops: Vec<&str> = Operation::ALL
+            .into_iter()
+            .filter(|op| conflicts(Some(*op)))
+            .map(Operation::as_str)
+            .collect();
+        selector.push_str(&format!(",{LABEL_OPERATION} in ({})", ops.join(",")));
+    }
+    selector
+}
+
 /// The unfinished Job on the repository that conflicts with `me`, if any. The run caches can
 /// lag behind the Jobs (a Job created a moment ago shows in its run's status later), so the
 /// Jobs themselves tell: from the index of live Jobs once it can be trusted (see
@@ -266,19 +286,7 @@ async fn live_blocker(
             .blocker(&repository, conflicts, &me.uid, now)
             .map(|j| job_blocker(j.op, &j.key)));
     }
-    let mut selector = format!(
-        "{}={},{}={repository}",
-        job::LABEL_MANAGED_BY,
-        job::MANAGER,
-        job::LABEL_REPOSITORY,
-    );
-    if !matches!(me.op, Operation::Check | Operation::Prune) {
-        if waits_for_backups(me.op, existence) {
-            selector.push_str(&format!(",{LABEL_OPERATION} in (backup,check,prune)"));
-        } else {
-            selector.push_str(&format!(",{LABEL_OPERATION} in (check,prune)"));
-        }
-    }
+    let selector = conflict_selector(&repository, conflicts);
     let jobs = Api::<Job>::all(ctx.client.clone())
         .list(&ListParams::default().labels(&selector))
         .await?;

@@ -278,3 +278,23 @@ fn verify_runs_beside_backups_and_restores_but_waits_for_a_prune_and_a_check() {
         RepoExistence::Unproven
     ));
 }
+
+#[test]
+fn the_api_server_is_asked_for_the_jobs_the_rule_counts_and_no_others() {
+    let selector = |me, existence| conflict_selector("repo", |op| job_conflicts(me, existence, op));
+    let base = "app.kubernetes.io/managed-by=baas,backup.appuio.ch/repository=repo";
+    assert_eq!(selector(Operation::Check, RepoExistence::Proven), base);
+    assert_eq!(selector(Operation::Prune, RepoExistence::Unproven), base);
+    assert_eq!(
+        selector(Operation::Backup, RepoExistence::Proven),
+        format!("{base},backup.appuio.ch/operation in (check,prune)")
+    );
+    assert_eq!(
+        selector(Operation::Backup, RepoExistence::Unproven),
+        format!("{base},backup.appuio.ch/operation in (backup,check,prune)")
+    );
+    assert_eq!(
+        selector(Operation::Restore, RepoExistence::Unproven),
+        format!("{base},backup.appuio.ch/operation in (check,prune)")
+    );
+}
