@@ -710,7 +710,8 @@ spec:{class}
             let logs = self.kubectl(&["logs", pod, "--all-containers", "--tail=40"]);
             eprintln!("--- logs of {pod}\n{}{}", logs.stdout, logs.stderr);
         }
-        eprintln!("--- operator log (tail)\n{}", c.operator_log_tail(40));
+        // Long enough to cover the minutes a timing test spans: one line per run step.
+        eprintln!("--- operator log (tail)\n{}", c.operator_log_tail(400));
         eprintln!("===== end of diagnostics =====\n");
     }
 }
