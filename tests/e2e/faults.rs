@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fixtures::{backup_now, database_pod, one_off, seed_schedule};
-use crate::harness::{Cluster, Namespace, now_seconds, rewrite, wait_for};
+use crate::harness::{Cluster, Namespace, now_seconds, rewrite, seconds_of, wait_for};
 
 /// The agent pods of one run.
 fn agent_pods(ns: &Namespace, run: &str) -> Vec<Value> {
@@ -216,7 +216,7 @@ fn scheduled_backups_go_on_while_the_webhook_is_unreachable() {
     let bucket = ns.bucket("nowebhook");
     ns.apply(&seed_schedule(&ns, &bucket, "* * * * *", 10));
     let down = UnreachableWebhooks::new(c);
-    let since = now_seconds().floor() as i64;
+    let since = now_seconds().floor();
     // Nothing answers the webhooks: a user's object is refused, they fail closed.
     let refused = ns.apply_with(
         &rewrite(
@@ -238,11 +238,8 @@ fn scheduled_backups_go_on_while_the_webhook_is_unreachable() {
         Duration::from_secs(2),
         || {
             ns.list("backups").into_iter().find(|b| {
-                let created = b["metadata"]["creationTimestamp"]
-                    .as_str()
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .map_or(0, |t| t.as_second());
-                created >= since && b["status"]["state"] == "Succeeded"
+                seconds_of(&b["metadata"]["creationTimestamp"]) >= since
+                    && b["status"]["state"] == "Succeeded"
             })
         },
     );

@@ -371,6 +371,15 @@ pub fn now_seconds() -> f64 {
         .as_secs_f64()
 }
 
+/// Seconds since the epoch of an API time (`creationTimestamp`, a status time).
+pub fn seconds_of(time: &Value) -> f64 {
+    let text = time
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {time}"));
+    let at: jiff::Timestamp = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+    at.as_second() as f64
+}
+
 /// Replaces `from` with `to` in `text`, failing when `from` is absent: a rewrite of an
 /// example that silently did nothing would test the wrong manifest.
 pub fn rewrite(text: &str, replacements: &[(&str, &str)]) -> String {

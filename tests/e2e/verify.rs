@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Namespace, now_seconds, wait_for};
+use crate::harness::{Namespace, now_seconds, seconds_of, wait_for};
 use crate::restore::host_dir_of;
 use crate::secrets::operator_metrics;
 use crate::seed::{mariadb, pod_of, sql};
@@ -97,14 +97,6 @@ fn gauge(metrics: &str, name: &str, ns: &Namespace) -> Option<f64> {
                 && l.contains("schedule=\"verified\"")
         })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-fn seconds_of(time: &Value) -> f64 {
-    let text = time
-        .as_str()
-        .unwrap_or_else(|| panic!("not a time: {time}"));
-    let at: jiff::Timestamp = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
-    at.as_second() as f64
 }
 
 #[test]
