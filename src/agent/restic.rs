@@ -365,6 +365,11 @@ impl Restic {
 
     /// The full ID of the snapshot with this ID prefix.
     pub async fn full_id(&self, prefix: &str) -> Result<String> {
+        // restic ≥ 0.17 reports the full ID in the backup summary already: asking S3 or
+        // restic again would only lengthen every backup (an incremental one by a few %).
+        if is_full_id(prefix) {
+            return Ok(prefix.to_string());
+        }
         if let Some(files) = &self.files
             && let Ok(ids) = files.list("snapshots", prefix).await
             && let [id] = ids.as_slice()
@@ -392,6 +397,11 @@ impl Restic {
         args.extend(ids.iter().cloned());
         self.run_ok(args).await.map(drop)
     }
+}
+
+/// A whole restic ID: 64 lowercase hex digits (what `snapshot.ID.String()` prints).
+fn is_full_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl Restic {

@@ -143,3 +143,13 @@ async fn overlong_line_is_cut_not_buffered() {
     assert_eq!(lines.next().await.as_deref(), Some("short"));
     assert_eq!(lines.next().await, None);
 }
+
+#[tokio::test]
+async fn a_full_snapshot_id_is_taken_as_it_is_and_a_prefix_is_looked_up() {
+    // No restic and no S3: any lookup fails, so only an ID taken as it is comes back.
+    let restic = Restic::new("/nonexistent/restic", "s3:http://127.0.0.1:1/bucket");
+    let full = "6fa59793ebf2340b0c228b6c4d4a44acb627534bbb001ba31f6b8561a0185bbc";
+    assert_eq!(restic.full_id(full).await.expect("a full ID"), full);
+    assert!(restic.full_id("6fa59793").await.is_err());
+    assert!(restic.full_id(&full.to_uppercase()).await.is_err());
+}
