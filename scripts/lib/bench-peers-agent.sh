@@ -2,8 +2,8 @@
 # The agent part of scripts/bench-peers: the same PVC data backed up by a baas Job, a K8up Job
 # and plain restic in a Job (the baas image's restic, the same version as K8up's image has),
 # then an incremental run after 1 % changed, then a restore of the whole PVC by each. A sampler
-# on this machine (every node's pods run here) times each agent process from its first to its
-# last sight, every 0.1 s, and records its peak RSS and that of its restic; the three are timed
+# on this machine (every node's pods run here) times each agent process from its start to its
+# last sight, to 10 ms, and records its peak RSS and that of its restic; the three are timed
 # the same way. Sourced by scripts/bench-peers; expects its variables and functions.
 
 AGENT_NS=peers-agent
