@@ -396,6 +396,8 @@ check_containerfile() {
     done)"
     needed=(Cargo.toml Cargo.lock src)
     [[ -f $REPO/build.rs ]] && needed+=(build.rs)
+    # build settings (the allocator's) that the tests' builds have and the image's must too
+    [[ -f $REPO/.cargo/config.toml ]] && needed+=(.cargo)
     mapfile -t -O "${#needed[@]}" needed < <(compile_time_includes | cut -d/ -f1 | sort -u)
     for top in "${needed[@]}"; do
       grep -qxF "$top" <<<"$src" \
